@@ -1,0 +1,304 @@
+"""HellaSwag evaluation for GPT-2-style language models: exact, batched, usable during training.
+
+HellaSwag (Zellers et al. 2019, https://github.com/rowanz/hellaswag) gives a context and 4
+possible endings; one is right. A language model "answers" by scoring each ending with its own
+loss: the ending it finds most likely (lowest cross-entropy) is its pick. Two accuracies:
+
+  acc      : pick = argmin of the *summed* loss over the ending's tokens
+  acc_norm : pick = argmin of the *mean* loss per ending token (length-normalised; the number
+             quoted for GPT-2: about 29.5% for the 124M model, 33.7% for GPT-3 Small)
+
+These are the definitions build-nanogpt-style evaluators use. Only the ending tokens are scored,
+each predicted from everything before it (context + earlier ending tokens).
+
+Usage:
+  python hellaswag.py --model gpt2                   # OpenAI's weights, val split (downloaded)
+  python hellaswag.py --checkpoint log/model_05000.pt --data hellaswag_val.jsonl
+The trainer calls `evaluate(model, examples, tokenizer, device, rank, world_size)` on every rank
+and sums the three counts it returns.
+"""
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import torch
+import torch.nn.functional as F
+
+import bpe
+
+try:  # train_gpt2 is only needed by the command line (to build a model); the core stands alone
+    import train_gpt2
+except ModuleNotFoundError as e:  # pragma: no cover - only while train_gpt2.py does not exist
+    if e.name != "train_gpt2":
+        raise
+    train_gpt2 = None
+
+# ----------------------------------------------------------------------------------------------
+# Data: the official jsonl files, downloaded once into a cache folder
+
+# The dataset's own repository serves the files; one JSON object per line.
+DATA_URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_{split}.jsonl"
+SPLITS = ("train", "val", "test")  # test has no public labels, so it cannot be scored here
+NUM_ENDINGS = 4                    # every HellaSwag example has exactly 4 candidate endings
+DOWNLOAD_TIMEOUT_S = 30            # per network operation; the files are at most ~50 MB
+
+
+def default_cache_dir():
+    """$HELLASWAG_CACHE if set, else ~/.cache/gpt2-repro/hellaswag (XDG_CACHE_HOME respected).
+
+    A per-user cache rather than a folder beside the script: the repository stays clean and
+    every checkout/run on the machine shares one download."""
+    if os.environ.get("HELLASWAG_CACHE"):
+        return os.environ["HELLASWAG_CACHE"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "gpt2-repro", "hellaswag")
+
+
+def default_data_path(split="val", cache_dir=None):
+    """Where `download(split)` puts (or has put) the split's file."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown HellaSwag split {split!r} (choose from {', '.join(SPLITS)})")
+    return os.path.join(cache_dir or default_cache_dir(), f"hellaswag_{split}.jsonl")
+
+
+def download(split="val", cache_dir=None):
+    """Return the local path of the split's file, downloading it first if it is not cached.
+
+    The download is atomic (bpe.atomic_write): an interrupted one leaves no partial file that a
+    later run would mistake for the dataset."""
+    path = default_data_path(split, cache_dir)
+    if os.path.exists(path):
+        return path
+    url = DATA_URL.format(split=split)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    try:
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, bpe.atomic_write(path) as f:
+            shutil.copyfileobj(response, f)
+    except (urllib.error.URLError, OSError) as e:  # URLError/HTTPError/timeouts are OSErrors too
+        reason = getattr(e, "reason", None) or e
+        raise ValueError(f"could not download {url} ({reason}); pass --data PATH to a local "
+                         f"hellaswag_{split}.jsonl") from None
+    return path
+
+
+def validate_example(example, where):
+    """Check one parsed example; `where` ("file:line") names it in errors. Returns it unchanged."""
+    if not isinstance(example, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(example).__name__}")
+    name = f"{where} (example ind={example.get('ind', '?')})"
+    ctx, endings, label = example.get("ctx"), example.get("endings"), example.get("label")
+    if not isinstance(ctx, str) or not ctx:
+        raise ValueError(f"{name}: 'ctx' must be a non-empty string")
+    if not isinstance(endings, list) or len(endings) != NUM_ENDINGS or not all(isinstance(e, str) for e in endings):
+        got = len(endings) if isinstance(endings, list) else type(endings).__name__
+        raise ValueError(f"{name}: 'endings' must be a list of {NUM_ENDINGS} strings (got {got})")
+    if label is None:
+        raise ValueError(f"{name}: no 'label' (the official test split is unlabelled; use val or train)")
+    # bool is a subclass of int in Python; `true` is not a valid label
+    if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < NUM_ENDINGS:
+        raise ValueError(f"{name}: 'label' must be an integer in 0..{NUM_ENDINGS - 1} (got {label!r})")
+    return example
+
+
+def load_examples(path):
+    """Read and validate a HellaSwag jsonl file -> list of example dicts (blank lines skipped).
+
+    Every error is a ValueError naming the file and line (and the example's `ind`)."""
+    examples = []
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            where = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ValueError(f"{where}: not valid UTF-8") from None
+            if not line.strip():
+                continue
+            try:
+                example = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
+            examples.append(validate_example(example, where))
+    if not examples:
+        raise ValueError(f"{path}: no examples")
+    return examples
+
+
+# ----------------------------------------------------------------------------------------------
+# Rendering: one example -> 4 token rows (context + ending), a mask of the ending tokens, label
+
+def render_example(example, tokenizer, max_len=None):
+    """-> (tokens (4, L) long, mask (4, L) long, label int).
+
+    Row i is context tokens followed by ending i's tokens, right-padded with 0 to the longest
+    row; mask is 1 exactly on ending i's tokens. The ending is encoded with a leading space
+    (" " + ending), as it would appear after the context in running text; GPT-2's BPE merges
+    that space into the ending's first token, so context and ending tokenize independently.
+
+    max_len: the longest row the model can read. A row longer than that loses tokens from the
+    *left* of the context (the ending must stay whole, and the nearest context matters most);
+    all 4 rows keep the same context. HellaSwag rows are < 200 GPT-2 tokens, so with
+    block_size 1024 this never happens; it matters only for models with tiny block sizes."""
+    ctx_tokens = tokenizer.encode_ordinary(example["ctx"])
+    end_tokens = [tokenizer.encode_ordinary(" " + ending) for ending in example["endings"]]
+    if max_len is not None:
+        longest_ending = max(len(t) for t in end_tokens)
+        if longest_ending + 1 > max_len:  # at least one context token must predict the ending's first
+            raise ValueError(f"example ind={example.get('ind', '?')}: an ending of {longest_ending} tokens "
+                             f"does not fit the model's context of {max_len} tokens")
+        ctx_tokens = ctx_tokens[max(0, len(ctx_tokens) + longest_ending - max_len):]
+    length = len(ctx_tokens) + max(len(t) for t in end_tokens)
+    tokens = torch.zeros((NUM_ENDINGS, length), dtype=torch.long)
+    mask = torch.zeros((NUM_ENDINGS, length), dtype=torch.long)
+    for i, ending in enumerate(end_tokens):
+        row = ctx_tokens + ending
+        tokens[i, :len(row)] = torch.tensor(row)
+        mask[i, len(ctx_tokens):len(row)] = 1
+    return tokens, mask, example["label"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Scoring: many examples per forward pass
+
+def model_block_size(model):
+    """The model's context length (config.block_size), looking through DDP/compile wrappers;
+    None if the model does not say (then rows are never truncated)."""
+    for m in (model, getattr(model, "module", None), getattr(model, "_orig_mod", None)):
+        block_size = getattr(getattr(m, "config", None), "block_size", None)
+        if block_size is not None:
+            return block_size
+    return None
+
+
+def autocast_for(device):
+    """bf16 autocast on CUDA (the trainer's precision; halves the logits' memory); exact fp32 elsewhere."""
+    if str(device).startswith("cuda"):
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def score_batch(model, rendered, device):
+    """Loss of every ending of a list of rendered examples in ONE forward pass.
+
+    rendered: [(tokens (4, L_i), mask (4, L_i), label), ...]. Returns (sum_loss, mean_loss), both
+    (len(rendered), 4) float32 on the CPU. All 4*B rows are right-padded to the longest row: the
+    model is causal, so padding after a row's last token cannot change the logits before it, and
+    the mask excludes padding from the loss."""
+    rows = NUM_ENDINGS * len(rendered)
+    length = max(tokens.size(1) for tokens, _, _ in rendered)
+    tokens = torch.zeros((rows, length), dtype=torch.long)
+    mask = torch.zeros((rows, length), dtype=torch.bool)
+    for b, (t, m, _) in enumerate(rendered):
+        tokens[NUM_ENDINGS * b:NUM_ENDINGS * (b + 1), :t.size(1)] = t
+        mask[NUM_ENDINGS * b:NUM_ENDINGS * (b + 1), :m.size(1)] = m.bool()
+    tokens, mask = tokens.to(device), mask.to(device)
+    # position t's logits predict token t+1, so the last token is never an input
+    with autocast_for(device):
+        logits, _ = model(tokens[:, :-1])
+    targets, scored = tokens[:, 1:], mask[:, 1:]
+    # cross-entropy on the ending positions only (in fp32): a fraction of the full (rows, L, vocab)
+    token_loss = F.cross_entropy(logits[scored].float(), targets[scored], reduction="none")
+    row_of_token = scored.nonzero()[:, 0]
+    sum_loss = torch.zeros(rows, device=token_loss.device).index_add_(0, row_of_token, token_loss)
+    mean_loss = sum_loss / scored.sum(dim=1)
+    return sum_loss.view(-1, NUM_ENDINGS).cpu(), mean_loss.view(-1, NUM_ENDINGS).cpu()
+
+
+def evaluate(model, examples, tokenizer, device, rank=0, world_size=1, batch_size=16, progress=False):
+    """Score this rank's share of the examples (examples[rank::world_size]).
+
+    Returns {"total", "correct", "correct_norm"} counts; summed over ranks they are the counts of
+    the whole set (acc = correct/total, acc_norm = correct_norm/total). The model is put in eval
+    mode for the duration and its previous mode restored, so the trainer can call this mid-run.
+    Examples are scored in order of length so each batch pads little; the counts do not depend
+    on order."""
+    share = examples[rank::world_size]
+    max_len = model_block_size(model)
+    max_len = None if max_len is None else max_len + 1  # the input is the row minus its last token
+    rendered = [render_example(example, tokenizer, max_len) for example in share]
+    order = sorted(range(len(rendered)), key=lambda i: rendered[i][0].size(1))
+    counts = {"total": 0, "correct": 0, "correct_norm": 0}
+    was_training = model.training
+    model.eval()
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(rendered), unit="ex", desc="hellaswag", file=sys.stderr)
+    try:
+        for start in range(0, len(order), batch_size):
+            batch = [rendered[i] for i in order[start:start + batch_size]]
+            sum_loss, mean_loss = score_batch(model, batch, device)
+            labels = torch.tensor([label for _, _, label in batch])
+            counts["total"] += len(batch)
+            counts["correct"] += int((sum_loss.argmin(dim=1) == labels).sum())
+            counts["correct_norm"] += int((mean_loss.argmin(dim=1) == labels).sum())
+            if bar is not None:
+                bar.update(len(batch))
+                bar.set_postfix(acc_norm=f"{counts['correct_norm'] / counts['total']:.4f}")
+    finally:
+        model.train(was_training)
+        if bar is not None:
+            bar.close()
+    return counts
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="Evaluate a GPT-2-style model on HellaSwag (acc and acc_norm).")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", help="Hugging Face GPT-2 weights: a name (gpt2, gpt2-medium, ...) or a directory")
+    which.add_argument("--checkpoint", help="a checkpoint written by train_gpt2.py")
+    p.add_argument("--data", help="a local HellaSwag jsonl file (default: download --split into the cache)")
+    p.add_argument("--split", default="val", choices=[s for s in SPLITS if s != "test"],
+                   help="which split to download when --data is not given (default: val)")
+    p.add_argument("--cache-dir", default=None, help=f"download folder (default: {default_cache_dir()})")
+    p.add_argument("--tokenizer", default=None,
+                   help="tokenizer spec for bpe.load_tokenizer (default: the checkpoint's, else gpt2)")
+    p.add_argument("--batch-size", type=int, default=16, help="examples per forward pass (4 rows each)")
+    p.add_argument("--device", default=None, help="cuda, mps or cpu (default: autodetect)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N examples")
+    args = p.parse_args(argv)
+    if args.batch_size < 1:
+        p.error("--batch-size must be at least 1")
+    if args.limit is not None and args.limit < 1:
+        p.error("--limit must be at least 1")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:  # data first: a bad file or no network should fail before a big model is loaded
+        path = args.data or download(args.split, args.cache_dir)
+        examples = load_examples(path)[:args.limit]
+        if train_gpt2 is None:  # pragma: no cover
+            raise ValueError("train_gpt2.py is needed to load a model and was not found")
+        device = args.device or train_gpt2.pick_device()
+        if args.checkpoint:
+            model, spec = train_gpt2.load_model_from_checkpoint(args.checkpoint, device=device)
+        else:
+            model, spec = train_gpt2.GPT.from_pretrained(args.model), "gpt2"
+        tokenizer = bpe.load_tokenizer(args.tokenizer or spec)
+    except (ValueError, OSError) as e:
+        raise SystemExit(f"hellaswag.py: {e}")
+    model.to(device)
+    start = time.time()
+    counts = evaluate(model, examples, tokenizer, device, batch_size=args.batch_size, progress=True)
+    seconds = time.time() - start
+    n = counts["total"]
+    print(f"hellaswag {os.path.basename(path)}: acc {counts['correct'] / n:.4f} ({counts['correct']}/{n}) "
+          f"acc_norm {counts['correct_norm'] / n:.4f} ({counts['correct_norm']}/{n}) | "
+          f"{n} examples in {seconds:.1f} s ({n / seconds:.1f} examples/s on {device})")
+    return counts
+
+
+if __name__ == "__main__":
+    main()

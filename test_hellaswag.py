@@ -1,0 +1,355 @@
+"""Tests for hellaswag.py: loader/validation, rendering, exact batched scoring, ranks, download.
+
+Examples are synthetic but written in exactly the official jsonl format (the real val file,
+10,042 examples, cannot be downloaded here). Models are small nn.Modules following the model
+interface `model(idx) -> (logits, loss)` with GPT-2's vocabulary size.
+"""
+import json
+import os
+import random
+import urllib.request
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import bpe
+import hellaswag
+
+VOCAB = 50257  # GPT-2's; the tokenizer below emits ids up to 50256
+
+# The first example of the official hellaswag_val.jsonl, verbatim (all fields, official order).
+OFFICIAL_FIRST = {
+    "ind": 24, "activity_label": "Roof shingle removal", "ctx_a": "A man is sitting on a roof.",
+    "ctx_b": "he", "ctx": "A man is sitting on a roof. he", "split": "val", "split_type": "indomain",
+    "label": 3, "endings": ["is using wrap to wrap a pair of skis.", "is ripping level tiles off.",
+                            "is holding a rubik's cube.", "starts pulling up roofing on a roof."],
+    "source_id": "activitynet~v_-JhWjGDPHMY",
+}
+
+WORDS = ("the man woman dog café naïve Zürich 日本語 smiles 🙂 rolls ball across floor into "
+         "kitchen then grabs rope — garçon façade jalapeño Ærø über straße 'quoted' \"double\" "
+         "wax ski board paint fence slowly quickly and it is her his").split()
+
+
+def synthetic_example(ind, rng, ctx_words=(8, 40), long=False):
+    """One example in the official format; endings are distinct, period-terminated sentences
+    whose first words differ, so no ending's tokens are a prefix of another's."""
+    ctx_a = " ".join(rng.choice(WORDS) for _ in range(rng.randint(*ctx_words) * (60 if long else 1))) + "."
+    ctx_b = f"example {ind} " + rng.choice(WORDS)  # the ind makes every context unique
+    firsts = rng.sample(["is", "starts", "then", "grabs", "rolls", "smiles"], 4)
+    endings = [f + " " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 14))) + "." for f in firsts]
+    return {"ind": ind, "activity_label": rng.choice(["Roof shingle removal", "Café work", "Skiing"]),
+            "ctx_a": ctx_a, "ctx_b": ctx_b, "ctx": ctx_a + " " + ctx_b, "split": "val",
+            "split_type": rng.choice(["indomain", "zeroshot"]), "label": rng.randrange(4),
+            "endings": endings, "source_id": f"activitynet~v_{ind:08d}"}
+
+
+def write_jsonl(path, examples, ensure_ascii=False):
+    with open(path, "w", encoding="utf-8") as f:
+        for ex in examples:
+            f.write(json.dumps(ex, ensure_ascii=ensure_ascii) + "\n")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return bpe.load_tokenizer("gpt2")
+
+
+@pytest.fixture(scope="module")
+def examples():
+    rng = random.Random(0)
+    return [OFFICIAL_FIRST] + [synthetic_example(i, rng) for i in range(1, 23)]
+
+
+# ----------------------------------------------------------------------------------------------
+# Models following the interface model(idx) -> (logits, loss)
+
+class RiggedModel(nn.Module):
+    """Puts a logit of +100 on the next token of any of `rows` (token lists) whose prefix the
+    input matches; 0 elsewhere. Rows = context + the labelled ending -> it prefers the labelled
+    ending; rows = context + each wrong ending -> it prefers the wrong ones."""
+
+    def __init__(self, rows):
+        super().__init__()
+        self.next_tokens = {}
+        for row in rows:
+            for t in range(1, len(row)):
+                self.next_tokens.setdefault(tuple(row[:t]), set()).add(row[t])
+        self.dummy = nn.Parameter(torch.zeros(()))  # so .eval()/.train()/.to() behave like a model
+
+    def forward(self, idx, targets=None):
+        logits = torch.zeros(idx.size(0), idx.size(1), VOCAB)
+        for b, row in enumerate(idx.tolist()):
+            for t in range(len(row)):
+                for nxt in self.next_tokens.get(tuple(row[:t + 1]), ()):
+                    logits[b, t, nxt] = 100.0
+        return logits, None
+
+
+def rigged(examples, tok, for_label):
+    rows = []
+    for ex in examples:
+        ctx = tok.encode_ordinary(ex["ctx"])
+        for i, ending in enumerate(ex["endings"]):
+            if (i == ex["label"]) == for_label:
+                rows.append(ctx + tok.encode_ordinary(" " + ending))
+    return RiggedModel(rows)
+
+
+class TinyCausalLM(nn.Module):
+    """A random one-block causal transformer: enough to make padding/batching bugs visible."""
+
+    def __init__(self, d=32, block_size=None, seed=0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.config = type("Config", (), {"block_size": block_size})()
+        self.wte, self.wpe = nn.Embedding(VOCAB, d), nn.Embedding(512, d)
+        self.ln1, self.ln2, self.ln_f = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
+        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+        self.head = nn.Linear(d, VOCAB, bias=False)
+        self.drop = nn.Dropout(0.5)  # must be off during evaluation (evaluate() calls .eval())
+        self.seen_lengths = []
+
+    def forward(self, idx, targets=None):
+        B, T = idx.shape
+        self.seen_lengths.append(T)
+        if self.config.block_size is not None:
+            assert T <= self.config.block_size, f"input of {T} tokens > block_size {self.config.block_size}"
+        x = self.wte(idx) + self.wpe(torch.arange(T))
+        q, k, v = self.qkv(self.ln1(x)).view(B, T, 3, 4, -1).permute(2, 0, 3, 1, 4)
+        att = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, T, -1)
+        x = x + self.drop(self.proj(att))
+        x = x + self.mlp(self.ln2(x))
+        return self.head(self.ln_f(x)), None
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading and validation
+
+def test_loader_reads_official_format_unicode_long_contexts_many_examples(tmp_path, tok):
+    rng = random.Random(1)
+    exs = [OFFICIAL_FIRST] + [synthetic_example(i, rng, long=(i % 100 == 7)) for i in range(1, 1200)]
+    assert max(len(e["ctx"]) for e in exs) > 5000  # some contexts are thousands of characters
+    path = tmp_path / "hellaswag_val.jsonl"
+    with open(path, "w", encoding="utf-8") as f:  # both styles: raw UTF-8 and \u escapes
+        for i, ex in enumerate(exs):
+            f.write(json.dumps(ex, ensure_ascii=(i % 2 == 0)) + "\n")
+        f.write("\n")  # a trailing blank line is not an example
+    loaded = hellaswag.load_examples(str(path))
+    assert loaded == exs
+    assert list(loaded[0]) == ["ind", "activity_label", "ctx_a", "ctx_b", "ctx", "split",
+                               "split_type", "label", "endings", "source_id"]
+    assert any("日本語" in e["ctx"] for e in loaded) and any("🙂" in " ".join(e["endings"]) for e in loaded)
+
+
+def _bad_file(tmp_path, examples, bad_line_3):
+    lines = [json.dumps(e) for e in examples[:4]]
+    lines[2] = bad_line_3
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return str(path)
+
+
+def test_malformed_json_line_names_file_and_line(tmp_path, examples):
+    path = _bad_file(tmp_path, examples, '{"ind": 5, "ctx": "unterminated')
+    with pytest.raises(ValueError, match=rf"^{path}:3: malformed JSON"):
+        hellaswag.load_examples(path)
+    path = _bad_file(tmp_path, examples, "[1, 2, 3]")
+    with pytest.raises(ValueError, match=rf"^{path}:3: expected a JSON object"):
+        hellaswag.load_examples(path)
+
+
+def test_not_utf8_names_line(tmp_path, examples):
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(json.dumps(examples[0]).encode() + b"\n" + '{"ctx": "caf\xe9"}\n'.encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1.jsonl:2: not valid UTF-8"):
+        hellaswag.load_examples(str(path))
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"endings": ["a", "b", "c"]}, r"'endings' must be a list of 4 strings \(got 3\)"),
+    ({"endings": ["a", "b", "c", "d", "e"]}, r"'endings' must be a list of 4 strings \(got 5\)"),
+    ({"endings": ["a", "b", "c", 4]}, r"'endings' must be a list of 4 strings"),
+    ({"endings": "abcd"}, r"'endings' must be a list of 4 strings \(got str\)"),
+    ({"label": 4}, r"'label' must be an integer in 0..3 \(got 4\)"),
+    ({"label": -1}, r"'label' must be an integer in 0..3 \(got -1\)"),
+    ({"label": "2"}, r"'label' must be an integer in 0..3 \(got '2'\)"),
+    ({"label": True}, r"'label' must be an integer in 0..3 \(got True\)"),
+    ({"label": None}, r"no 'label' \(the official test split is unlabelled"),
+    ({"ctx": ""}, r"'ctx' must be a non-empty string"),
+])
+def test_bad_example_names_the_example(tmp_path, examples, change, message):
+    bad = dict(examples[5], ind=4242, **change)
+    path = _bad_file(tmp_path, examples, json.dumps(bad))
+    with pytest.raises(ValueError, match=rf"^{path}:3 \(example ind=4242\): {message}"):
+        hellaswag.load_examples(path)
+
+
+def test_empty_or_missing_file(tmp_path):
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(ValueError, match="empty.jsonl: no examples"):
+        hellaswag.load_examples(str(tmp_path / "empty.jsonl"))
+    with pytest.raises(FileNotFoundError):
+        hellaswag.load_examples(str(tmp_path / "nope.jsonl"))
+
+
+# ----------------------------------------------------------------------------------------------
+# Rendering
+
+def test_mask_covers_exactly_the_ending_tokens(examples, tok):
+    for ex in examples:
+        tokens, mask, label = hellaswag.render_example(ex, tok)
+        ctx = tok.encode_ordinary(ex["ctx"])
+        ends = [tok.encode_ordinary(" " + e) for e in ex["endings"]]
+        assert label == ex["label"]
+        assert tokens.shape == mask.shape == (4, len(ctx) + max(map(len, ends)))
+        assert set(mask.unique().tolist()) <= {0, 1}
+        for i, end in enumerate(ends):
+            n = len(ctx) + len(end)
+            assert tokens[i, :n].tolist() == ctx + end
+            assert tokens[i][mask[i] == 1].tolist() == end            # the ending, all of it
+            assert mask[i, :len(ctx)].sum() == 0 and mask[i, len(ctx):n].all()  # nothing else
+            assert mask[i, n:].sum() == 0 and tokens[i, n:].sum() == 0          # padding: zeros, unmasked
+            assert tok.decode(ctx + end) == ex["ctx"] + " " + ex["endings"][i]  # lossless text
+    # the ending's leading space belongs to its first token, as in running text
+    tokens, mask, _ = hellaswag.render_example(OFFICIAL_FIRST, tok)
+    assert tok.decode(tokens[3][mask[3] == 1].tolist()) == " starts pulling up roofing on a roof."
+
+
+def test_render_truncates_context_from_the_left(examples, tok):
+    ex = examples[3]
+    full_ctx = tok.encode_ordinary(ex["ctx"])
+    ends = [tok.encode_ordinary(" " + e) for e in ex["endings"]]
+    max_len = max(map(len, ends)) + 5
+    tokens, mask, _ = hellaswag.render_example(ex, tok, max_len=max_len)
+    assert tokens.size(1) == max_len
+    for i, end in enumerate(ends):
+        assert tokens[i][mask[i] == 1].tolist() == end                      # ending intact
+        assert tokens[i, :5].tolist() == full_ctx[-5:] and mask[i, :5].sum() == 0  # newest context kept
+    with pytest.raises(ValueError, match=r"example ind=\d+: an ending of \d+ tokens does not fit"):
+        hellaswag.render_example(ex, tok, max_len=max(map(len, ends)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Scoring
+
+@pytest.mark.parametrize("batch_size", [1, 3, 16])
+def test_rigged_models_score_100_and_0_percent(examples, tok, batch_size):
+    for_label = hellaswag.evaluate(rigged(examples, tok, True), examples, tok, "cpu", batch_size=batch_size)
+    assert for_label == {"total": len(examples), "correct": len(examples), "correct_norm": len(examples)}
+    against = hellaswag.evaluate(rigged(examples, tok, False), examples, tok, "cpu", batch_size=batch_size)
+    assert against == {"total": len(examples), "correct": 0, "correct_norm": 0}
+
+
+def test_batched_scoring_equals_one_at_a_time(examples, tok):
+    model = TinyCausalLM().eval()
+    rendered = [hellaswag.render_example(ex, tok) for ex in examples]
+    assert len({r[0].size(1) for r in rendered}) > 5  # rows of many lengths -> real padding
+    one = [hellaswag.score_batch(model, [r], "cpu") for r in rendered]
+    one_sum, one_mean = torch.cat([s for s, _ in one]), torch.cat([m for _, m in one])
+    batch_sum, batch_mean = hellaswag.score_batch(model, rendered, "cpu")
+    torch.testing.assert_close(batch_sum, one_sum, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(batch_mean, one_mean, rtol=1e-5, atol=1e-5)
+    # and the numbers are the plain definition: summed/mean cross-entropy of the ending tokens
+    tokens, mask, _ = rendered[0]
+    logits, _ = model(tokens)
+    losses = F.cross_entropy(logits[:, :-1].transpose(1, 2), tokens[:, 1:], reduction="none") * mask[:, 1:]
+    torch.testing.assert_close(one_sum[0], losses.sum(1), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(one_mean[0], losses.sum(1) / mask.sum(1), rtol=1e-5, atol=1e-5)
+    # evaluate() agrees with itself at any batch size
+    counts = [hellaswag.evaluate(model, examples, tok, "cpu", batch_size=b) for b in (1, 5, 64)]
+    assert counts[0] == counts[1] == counts[2]
+    labels = torch.tensor([ex["label"] for ex in examples])
+    assert counts[0]["correct"] == int((one_sum.argmin(1) == labels).sum())
+    assert counts[0]["correct_norm"] == int((one_mean.argmin(1) == labels).sum())
+
+
+def test_split_over_ranks_sums_to_single_process(examples, tok):
+    model = TinyCausalLM(seed=1)
+    single = hellaswag.evaluate(model, examples, tok, "cpu", batch_size=4)
+    assert single["total"] == len(examples)
+    for world_size in (2, 3):
+        parts = [hellaswag.evaluate(model, examples, tok, "cpu", rank=r, world_size=world_size, batch_size=4)
+                 for r in range(world_size)]
+        assert [p["total"] for p in parts] == [len(examples[r::world_size]) for r in range(world_size)]
+        assert {k: sum(p[k] for p in parts) for k in single} == single
+    # the ranks score disjoint shares: a rig on rank 1's share only scores 100% there
+    share = examples[1::2]
+    model = rigged(share, tok, True)
+    assert hellaswag.evaluate(model, examples, tok, "cpu", rank=1, world_size=2)["correct"] == len(share)
+
+
+def test_evaluate_restores_mode_respects_block_size_and_shows_progress(examples, tok, capsys):
+    model = TinyCausalLM(block_size=40).train()
+    counts = hellaswag.evaluate(model, examples[:6], tok, "cpu", batch_size=2, progress=True)
+    assert counts["total"] == 6
+    assert model.training  # restored after evaluation
+    assert max(model.seen_lengths) == 40  # long contexts were truncated to fit block_size
+    assert "hellaswag" in capsys.readouterr().err  # the progress bar (stderr)
+    # dropout was off while scoring: the result is deterministic despite p=0.5 in train mode
+    again = hellaswag.evaluate(model, examples[:6], tok, "cpu", batch_size=3)
+    assert again == counts
+
+
+# ----------------------------------------------------------------------------------------------
+# Download and command line
+
+def test_download_into_cache_then_reuse(tmp_path, monkeypatch, examples):
+    source = tmp_path / "server"
+    source.mkdir()
+    write_jsonl(source / "hellaswag_val.jsonl", examples)
+    monkeypatch.setattr(hellaswag, "DATA_URL", source.as_uri() + "/hellaswag_{split}.jsonl")
+    cache = tmp_path / "cache" / "hs"
+    path = hellaswag.download("val", str(cache))
+    assert path == hellaswag.default_data_path("val", str(cache)) == str(cache / "hellaswag_val.jsonl")
+    assert hellaswag.load_examples(path) == examples
+    assert os.listdir(cache) == ["hellaswag_val.jsonl"]  # no temp files left behind
+    (source / "hellaswag_val.jsonl").unlink()
+    assert hellaswag.download("val", str(cache)) == path  # cached: no second download
+    with pytest.raises(ValueError, match="unknown HellaSwag split 'dev'"):
+        hellaswag.default_data_path("dev")
+
+
+def test_download_offline_is_a_clear_error_and_leaves_nothing(tmp_path, monkeypatch):
+    assert hellaswag.DATA_URL == "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_{split}.jsonl"
+    monkeypatch.setattr(hellaswag, "DATA_URL", "http://127.0.0.1:9/hellaswag_{split}.jsonl")  # nothing listens
+    with pytest.raises(ValueError, match=r"^could not download http://127.0.0.1:9/hellaswag_val.jsonl "
+                                         r"\(.*\); pass --data PATH to a local hellaswag_val.jsonl$"):
+        hellaswag.download("val", str(tmp_path))
+    assert os.listdir(tmp_path) == []
+
+    class Broken:  # a connection that dies mid-file
+        def __enter__(self): return self
+        def __exit__(self, *a): return False
+        def read(self, n=-1): raise TimeoutError("timed out")
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: Broken())
+    with pytest.raises(ValueError, match=r"could not download .* \(timed out\)"):
+        hellaswag.download("val", str(tmp_path))
+    assert os.listdir(tmp_path) == []  # no half-written file that a later run would trust
+
+
+def test_cache_dir_defaults(monkeypatch, tmp_path):
+    monkeypatch.setenv("HELLASWAG_CACHE", str(tmp_path))
+    assert hellaswag.default_data_path("train") == str(tmp_path / "hellaswag_train.jsonl")
+    monkeypatch.delenv("HELLASWAG_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert hellaswag.default_cache_dir() == str(tmp_path / "xdg" / "gpt2-repro" / "hellaswag")
+
+
+def test_cli_help_and_bad_input_are_one_line_errors(tmp_path, examples, capsys, monkeypatch):
+    with pytest.raises(SystemExit) as exit_:
+        hellaswag.main(["--help"])
+    assert exit_.value.code == 0 and "--checkpoint" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:
+        hellaswag.main(["--data", "x.jsonl"])  # neither --model nor --checkpoint
+    assert exit_.value.code == 2
+    path = _bad_file(tmp_path, examples, "{nope")
+    with pytest.raises(SystemExit, match=rf"^hellaswag.py: {path}:3: malformed JSON"):
+        hellaswag.main(["--model", "gpt2", "--data", path])
+    monkeypatch.setattr(hellaswag, "DATA_URL", "http://127.0.0.1:9/hellaswag_{split}.jsonl")
+    with pytest.raises(SystemExit, match=r"^hellaswag.py: could not download .*; pass --data PATH"):
+        hellaswag.main(["--model", "gpt2", "--cache-dir", str(tmp_path / "c")])
