@@ -1,0 +1,175 @@
+"""Benchmark: fineweb.py's tokenizing pipeline against the common nanoGPT-style script.
+
+    python bench_fineweb.py                 # >= 50 MB local jsonl corpus, 2 worker processes
+
+Both sides do the whole job on the same jsonl file, read through `datasets`' streaming json
+loader: read documents, tokenize with GPT-2 as [eot] + tokens, cut into uint16 shards, np.save.
+  - baseline: multiprocessing.Pool.imap over documents, encode_ordinary per document,
+    chunksize 16, a numpy array back per document (as in the widely copied fineweb.py script).
+  - fineweb.py: build_from_source (batches of ~1 MB of text per task, tiktoken straight into
+    numpy, one array back per batch, atomic + checksummed shards, hash val split).
+The runs alternate (baseline, ours, baseline, ours, ...) so a noisy neighbour hits both; the
+load average is printed before and after, since the 2 CPUs may be shared.
+
+The corpus (built once, cached): the standard library's .py files (code) plus the `pydocs`
+corpus (prose) repeated, cut into documents of lognormal length (median ~3 KB, like web pages)
+at different places on each repetition, shuffled with a fixed seed, written as jsonl.
+"""
+import argparse
+import json
+import multiprocessing
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+import fineweb
+
+BENCH_SHARD_TOKENS = 10_000_000   # several shard writes on a ~50 MB corpus, on both sides
+
+
+def _offline_gpt2_vocab():
+    """Use the test suite's offline copy of GPT-2's vocab files when no cache is configured
+    (here there is no network; with a network tiktoken would download them itself)."""
+    if "TIKTOKEN_CACHE_DIR" in os.environ:
+        return
+    try:
+        import conftest
+    except ImportError:
+        return
+    cache = os.path.join(tempfile.gettempdir(), "gpt2-repro-tiktoken-cache")
+    conftest._fill_tiktoken_cache(cache)
+    os.environ["TIKTOKEN_CACHE_DIR"] = cache
+
+
+def make_corpus(path, megabytes, seed=0):
+    """Write the benchmark corpus (see module docstring) unless a big enough one exists."""
+    if os.path.exists(path) and os.path.getsize(path) >= megabytes * 1e6:
+        return
+    code = [open(p, encoding="utf-8", errors="replace").read() for _, p in fineweb._stdlib_modules()]
+    prose = list(fineweb.pydocs_documents())
+    rng = random.Random(seed)
+    docs, size, rounds = [], 0, 0
+    while size < megabytes * 1e6:
+        texts = code if rounds == 0 else prose   # the code once, then the prose until big enough
+        for text in texts:
+            i = 0
+            while i < len(text):
+                n = max(200, int(rng.lognormvariate(8.0, 0.8)))   # e^8 ~ 3 KB median
+                docs.append(text[i:i + n])
+                size += len(docs[-1].encode("utf-8"))
+                i += n
+        rounds += 1
+    rng.shuffle(docs)
+    with fineweb.bpe.atomic_write(path, "w") as f:
+        for d in docs:
+            f.write(json.dumps({"text": d}) + "\n")
+
+
+# ---- the baseline: the nanoGPT-style script, run in this process --------------------------------
+
+_enc = None
+
+
+def _baseline_init():
+    global _enc
+    import tiktoken
+    _enc = tiktoken.get_encoding("gpt2")
+
+
+def _baseline_tokenize(doc):
+    tokens = [_enc.eot_token]
+    tokens.extend(_enc.encode_ordinary(doc["text"]))
+    tokens = np.array(tokens)
+    assert (0 <= tokens).all() and (tokens < 2**16).all()
+    return tokens.astype(np.uint16)
+
+
+def baseline(corpus, out_dir, workers, shard_tokens=BENCH_SHARD_TOKENS):
+    """Returns total tokens written (first shard is val, the rest train, as in that script)."""
+    import datasets
+    datasets.disable_progress_bars()
+    stream = datasets.load_dataset("json", data_files=corpus, split="train", streaming=True)
+    buf = np.empty(shard_tokens, dtype=np.uint16)
+    fill, shard, total = 0, 0, 0
+    with multiprocessing.Pool(workers, initializer=_baseline_init) as pool:
+        for tokens in pool.imap(_baseline_tokenize, stream, chunksize=16):
+            total += len(tokens)
+            while len(tokens):
+                take = min(len(tokens), shard_tokens - fill)
+                buf[fill:fill + take] = tokens[:take]
+                fill += take
+                tokens = tokens[take:]
+                if fill == shard_tokens:
+                    split = "val" if shard == 0 else "train"
+                    np.save(os.path.join(out_dir, f"{split}_{shard:06d}.npy"), buf)
+                    shard += 1
+                    fill = 0
+        if fill:
+            np.save(os.path.join(out_dir, f"train_{shard:06d}.npy"), buf[:fill])
+    return total
+
+
+def ours(corpus, out_dir, workers, shard_tokens=BENCH_SHARD_TOKENS):
+    m = fineweb.build_from_source(out_dir, corpus, shard_tokens=shard_tokens, workers=workers, progress=False)
+    return sum(m["splits"][s]["tokens"] for s in fineweb.SPLITS)
+
+
+def raw_single_process(corpus, megabytes=5):
+    """tiktoken's own speed on one core (no IPC, no shards): context for the two figures."""
+    import tiktoken
+    enc = tiktoken.get_encoding("gpt2")
+    texts, size = [], 0
+    with open(corpus) as f:
+        for line in f:
+            texts.append(json.loads(line)["text"])
+            size += len(texts[-1])
+            if size > megabytes * 1e6:
+                break
+    t = time.perf_counter()
+    n = sum(len(enc.encode_ordinary(t)) for t in texts)
+    return n / (time.perf_counter() - t)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--corpus", default=os.path.join(tempfile.gettempdir(), "fineweb-bench-corpus.jsonl"))
+    p.add_argument("--mb", type=float, default=50, help="corpus size in MB (built if missing)")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=2, help="timed runs of each side, alternating")
+    args = p.parse_args()
+    _offline_gpt2_vocab()
+    import datasets  # noqa: F401  (imported before timing: its ~2 s import is not tokenizing)
+    make_corpus(args.corpus, args.mb)
+    mb = os.path.getsize(args.corpus) / 1e6
+    print(f"corpus {args.corpus}: {mb:.1f} MB jsonl; workers={args.workers}; CPUs visible={os.cpu_count()}")
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"tiktoken encode_ordinary, 1 process, no pipeline: {raw_single_process(args.corpus) / 1e6:.2f} M tokens/s")
+    results = {"baseline": [], "fineweb.py": []}
+    totals = {}
+    for _ in range(args.repeats):
+        for name, fn in (("baseline", baseline), ("fineweb.py", ours)):
+            out = tempfile.mkdtemp(prefix="fineweb-bench-")
+            try:
+                t = time.perf_counter()
+                tokens = fn(args.corpus, out, args.workers)
+                dt = time.perf_counter() - t
+            finally:
+                shutil.rmtree(out)
+            totals.setdefault(name, tokens)
+            results[name].append(tokens / dt)
+            print(f"  {name:10s} {tokens:,} tokens in {dt:6.2f} s = {tokens / dt / 1e6:6.2f} M tokens/s")
+    print(f"load average after:  {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if totals["baseline"] != totals["fineweb.py"]:
+        sys.exit(f"token counts differ: baseline {totals['baseline']:,} vs fineweb.py {totals['fineweb.py']:,}")
+    base, mine = max(results["baseline"]), max(results["fineweb.py"])
+    print(f"best of {args.repeats}: baseline {base / 1e6:.2f} M tokens/s, fineweb.py {mine / 1e6:.2f} M tokens/s, "
+          f"speedup {mine / base:.2f}x (same {totals['baseline']:,} tokens)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,606 @@
+"""fineweb.py: turn a text corpus into token shards that train_gpt2.py trains on.
+
+    python fineweb.py                                  # FineWeb-Edu sample-10BT (~10B tokens, needs internet)
+    python fineweb.py --source pydocs                  # Python's own docs: ~2 MB, no network, seconds
+    python fineweb.py --source my_corpus/ --tokenizer my.model --out data/mine
+
+What it does, top to bottom in this file:
+  1. Sources: a stream of documents (strings) from FineWeb-Edu, any Hugging Face dataset, local
+     .jsonl/.json/.parquet/.txt files or folders (all through `datasets`' streaming loaders, so
+     the 20 GB default never sits on disk), or the embedded `pydocs` corpus.
+  2. Val/train split: a document goes to val when a hash of its text falls below
+     --val-fraction. This is deterministic, spreads val over the whole corpus, and puts exact
+     duplicates in the same split, so the same text can never be both trained on and evaluated.
+  3. Tokenizing: worker processes encode big batches of documents with tiktoken's Rust encoder
+     straight into numpy arrays (no per-token Python objects), each document as [eot] + tokens.
+  4. Shards: the token stream of each split is cut into files of exactly --shard-tokens tokens
+     (the last one shorter), `{split}_{index:06d}.npy`, written atomically, sha256 recorded.
+  5. Resume: after every shard a small progress.json records where each split stands in the
+     document stream; a rerun after a crash re-reads the stream, skips what is on disk and
+     produces byte-identical shards. manifest.json (format in INTERFACES.md) is written last.
+"""
+import argparse
+import ast
+import errno
+import glob
+import hashlib
+import json
+import multiprocessing
+import os
+import re
+import sys
+import sysconfig
+import time
+from collections import deque
+
+import numpy as np
+
+import bpe
+
+# Defaults of the 124M reproduction (Karpathy's build-nanogpt uses the same dataset and shard size).
+FINEWEB_REPO = "HuggingFaceFW/fineweb-edu"
+FINEWEB_CONFIG = "sample-10BT"
+DEFAULT_SHARD_TOKENS = 100_000_000   # 200 MB per uint16 shard: big files, yet many per epoch
+DEFAULT_VAL_FRACTION = 0.01          # 1% of 10B tokens = ~100M val tokens, as in build-nanogpt
+
+SOURCE_ALIASES = {"fineweb-edu": f"hf:{FINEWEB_REPO}:{FINEWEB_CONFIG}"}
+PYDOCS = "pydocs"
+# Which `datasets` loader reads which local file type. A .txt file is ONE document (a book, an
+# article); reading it line by line would make every line a document with its own eot.
+LOCAL_LOADERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".txt": "text"}
+
+TASK_CHARS = 1 << 20      # ~1 MB of text per worker task: IPC and Python overhead become noise
+READ_BATCH = 256          # rows per batch pulled from a `datasets` stream
+MANIFEST = "manifest.json"
+PROGRESS = "progress.json"
+FORMAT, VERSION = "gpt2-token-shards", 1
+SPLITS = ("val", "train")
+
+
+def _one_line(error):
+    """An exception as a short single line (library errors can span pages)."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+# ----------------------------------------------------------------------------------------------
+# 1. Sources: each is a name (recorded in the manifest) and an iterator of document strings.
+
+class Source:
+    def __init__(self, name, documents):
+        self.name = name              # e.g. "HuggingFaceFW/fineweb-edu:sample-10BT" or a path
+        self._documents = documents   # zero-argument function returning an iterator of str
+
+    def documents(self):
+        return self._documents()
+
+
+def pydocs_documents():
+    """The embedded corpus: Python's documentation topics, then one document per stdlib module
+    holding its module, class and function docstrings. Read from files with `ast`, never by
+    importing (importing e.g. `antigravity` opens a web browser). Deterministic for a given
+    Python version: topics sorted by name, modules sorted by dotted name."""
+    try:
+        from pydoc_data.topics import topics
+    except ImportError:   # some distributions split pydoc_data off; the docstrings remain
+        topics = {}
+    for name in sorted(topics):
+        yield topics[name]
+    for module, path in _stdlib_modules():
+        text = _module_docstrings(module, path)
+        if text:
+            yield text
+
+
+def _stdlib_modules():
+    """(dotted name, file) of the standard library's .py files, tests and third-party excluded."""
+    root = sysconfig.get_paths()["stdlib"]
+    skip = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"}
+    found = []
+    for directory, subdirs, files in os.walk(root):
+        subdirs[:] = [d for d in subdirs if d not in skip and not d.startswith(".")]
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(directory, name)
+                module = os.path.relpath(path, root)[:-3].replace(os.sep, ".")
+                found.append((module.removesuffix(".__init__"), path))
+    return sorted(found)
+
+
+def _module_docstrings(module, path):
+    try:
+        with open(path, "rb") as f:
+            tree = ast.parse(f.read())
+    except (OSError, SyntaxError, ValueError):
+        return ""   # an odd file (e.g. Python 2 syntax in a data folder) just contributes nothing
+    parts = []
+
+    def visit(node, qualname):
+        doc = ast.get_docstring(node, clean=True)
+        if doc:
+            parts.append(f"{qualname}\n{doc}")
+        for child in node.body:
+            if isinstance(child, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                visit(child, f"{qualname}.{child.name}")
+
+    visit(tree, module)
+    return "\n\n".join(parts)
+
+
+def _local_files(spec):
+    """The files a local source names (a file, a folder searched recursively, or a glob),
+    checked to exist, be readable and be of one supported type. Returns (loader, files)."""
+    if any(ch in spec for ch in "*?["):
+        files = sorted(f for f in glob.glob(spec, recursive=True) if os.path.isfile(f))
+    elif os.path.isdir(spec):
+        files = sorted(os.path.join(d, f) for d, _, names in os.walk(spec) for f in names
+                       if os.path.splitext(f)[1].lower() in LOCAL_LOADERS)
+    elif os.path.exists(spec):
+        files = [spec]
+    else:
+        raise ValueError(f"source {spec!r}: no such file or folder (or use fineweb-edu, pydocs, hf:REPO[:CONFIG])")
+    if not files:
+        raise ValueError(f"source {spec!r} is empty: no {'/'.join(LOCAL_LOADERS)} files in it")
+    loaders = set()
+    for path in files:
+        ext = os.path.splitext(path)[1].lower()
+        if ext not in LOCAL_LOADERS:
+            raise ValueError(f"{path}: unsupported file type {ext or '(none)'!r}; use {', '.join(LOCAL_LOADERS)}")
+        loaders.add(LOCAL_LOADERS[ext])
+        try:
+            with open(path, "rb") as f:
+                f.read(1)
+        except OSError as e:
+            raise ValueError(f"cannot read {path}: {e.strerror}") from None
+    if len(loaders) > 1:
+        raise ValueError(f"source {spec!r} mixes file types ({', '.join(sorted(loaders))}); give one type per run")
+    return loaders.pop(), files
+
+
+def _dataset_documents(label, text_column, load_args, load_kwargs):
+    """Documents from a `datasets` streaming loader, the same code for the Hub and local files."""
+    import datasets  # imported here: ~2 s, and the pydocs path does not need it
+    datasets.disable_progress_bars()
+    try:
+        stream = datasets.load_dataset(*load_args, split="train", streaming=True, **load_kwargs)
+        batches = iter(stream.iter(batch_size=READ_BATCH))
+    except Exception as e:
+        raise ValueError(f"cannot open {label}: {_one_line(e)}") from None
+    row = 0
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except Exception as e:   # corrupt parquet, broken JSON line, undecodable text, network...
+            raise ValueError(f"cannot read {label} (after {row} rows): {_one_line(e)}") from None
+        if text_column not in batch:
+            raise ValueError(f"{label} has no column {text_column!r} (it has: {', '.join(batch)}); "
+                             f"choose one with --text-column")
+        for text in batch[text_column]:
+            if not isinstance(text, str):
+                raise ValueError(f"{label}: row {row}: column {text_column!r} holds "
+                                 f"{type(text).__name__}, not text")
+            row += 1
+            yield text
+
+
+def open_source(spec, text_column="text"):
+    """Resolve a --source spec to a Source; local files are validated here, before any work."""
+    spec = SOURCE_ALIASES.get(spec, spec)
+    if spec == PYDOCS:
+        return Source(f"pydocs:python-{sys.version.split()[0]}", pydocs_documents)
+    if spec.startswith("hf:"):
+        repo, _, config = spec[3:].partition(":")
+        kwargs = {"name": config} if config else {}
+        name = f"{repo}:{config}" if config else repo
+        return Source(name, lambda: _dataset_documents(name, text_column, (repo,), kwargs))
+    loader, files = _local_files(spec)
+    kwargs = {"data_files": [os.path.abspath(f) for f in files]}
+    if loader == "text":
+        kwargs["sample_by"] = "document"   # whole file = one document (newlines become "\n")
+    name = os.path.abspath(spec)
+    return Source(name, lambda: _dataset_documents(name, text_column, (loader,), kwargs))
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. Which split each document goes to.
+
+def _hash_fraction(text):
+    """A deterministic number in [0, 1) from the document's bytes (Python's hash() is salted)."""
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64
+
+
+def split_by_hash(documents, val_fraction):
+    """(split, text) pairs: val when the text's hash falls below val_fraction, else train."""
+    for text in documents:
+        yield ("val" if _hash_fraction(text) < val_fraction else "train"), text
+
+
+def split_given(train_documents, val_documents):
+    """(split, text) pairs for a caller that already split its data: all val, then all train."""
+    for text in val_documents:
+        yield "val", text
+    for text in train_documents:
+        yield "train", text
+
+
+def split_by_bytes(text, val_fraction):
+    """Cut one text into (train, val): the first (1 - val_fraction) of its UTF-8 bytes train,
+    the rest val (e.g. tinyshakespeare's 90/10), moved back to a character boundary."""
+    data = text.encode("utf-8")
+    cut = round(len(data) * (1.0 - val_fraction))
+    while 0 < cut < len(data) and (data[cut] & 0xC0) == 0x80:   # inside a multi-byte character
+        cut -= 1
+    return data[:cut].decode("utf-8"), data[cut:].decode("utf-8")
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. Tokenizing: a task is a list of texts; the answer is one array of [eot] + tokens per text,
+#    concatenated, plus each text's token count (eot included) and UTF-8 byte count.
+
+_worker_tokenizer = None
+
+
+def _init_worker(tokenizer_spec):
+    global _worker_tokenizer
+    _worker_tokenizer = bpe.load_tokenizer(tokenizer_spec)
+
+
+def tokenize_documents(texts, tokenizer, dtype):
+    """Encode texts into one flat array, each as [eot] + tokens; returns (tokens, lengths, nbytes).
+
+    encode_to_numpy with no special tokens allowed or disallowed is encode_ordinary (a literal
+    "<|endoftext|>" inside a document stays plain text) but returns a numpy buffer, skipping a
+    Python int per token."""
+    encoded = [tokenizer.encoding.encode_to_numpy(t, allowed_special=set(), disallowed_special=())
+               for t in texts]
+    lengths = np.array([len(a) + 1 for a in encoded], dtype=np.int64)
+    out = np.empty(int(lengths.sum()), dtype=dtype)
+    start = 0
+    for a, n in zip(encoded, lengths):
+        out[start] = tokenizer.eot_id
+        out[start + 1:start + n] = a
+        start += n
+    nbytes = np.array([len(t.encode("utf-8", "surrogatepass")) for t in texts], dtype=np.int64)
+    return out, lengths, nbytes
+
+
+def _tokenize_task(task):
+    meta, texts, dtype = task
+    return (meta,) + tokenize_documents(texts, _worker_tokenizer, dtype)
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. Shards: each split fills a buffer of exactly shard_tokens tokens and writes it when full.
+
+class _HashingFile:
+    """Passes writes through to a file while computing their sha256 (no re-read of 200 MB)."""
+
+    def __init__(self, f):
+        self.f, self.sha = f, hashlib.sha256()
+
+    def write(self, data):
+        self.sha.update(data)
+        return self.f.write(data)
+
+
+def _write_shard(path, tokens):
+    """np.save `tokens` to `path` atomically; returns the file's sha256."""
+    try:
+        with bpe.atomic_write(path, "wb") as f:
+            hashing = _HashingFile(f)
+            np.save(hashing, tokens, allow_pickle=False)
+    except OSError as e:
+        reason = e.strerror or (os.strerror(e.errno) if e.errno else _one_line(e))
+        raise OSError(e.errno or errno.EIO, f"cannot write {path}: {reason}") from None
+    return hashing.sha.hexdigest()
+
+
+class _SplitWriter:
+    """One split's shard buffer, counters, and where it stands in the document stream.
+
+    `resume` = [doc, offset]: shards on disk hold this split's documents before stream index
+    `doc` and the first `offset` tokens (eot included) of document `doc` itself."""
+
+    def __init__(self, out_dir, split, shard_tokens, dtype, state=None):
+        state = state or {"documents": 0, "bytes": 0, "shards": [], "resume": [-1, 0]}
+        self.out_dir, self.split, self.shard_tokens = out_dir, split, shard_tokens
+        self.documents, self.bytes = state["documents"], state["bytes"]
+        self.shards = [dict(s) for s in state["shards"]]
+        self.resume = list(state["resume"])
+        self.buffer = np.empty(shard_tokens, dtype=dtype)
+        self.fill = 0
+
+    def state(self):
+        return {"documents": self.documents, "bytes": self.bytes, "shards": self.shards, "resume": self.resume}
+
+    def add(self, doc, tokens, nbytes, skip=0):
+        """Append document `doc`'s tokens minus the first `skip` (already on disk).
+        Returns how many shards were written."""
+        if skip == 0:
+            self.documents += 1
+            self.bytes += int(nbytes)
+        written, i = 0, skip
+        while i < len(tokens):
+            take = min(len(tokens) - i, self.shard_tokens - self.fill)
+            self.buffer[self.fill:self.fill + take] = tokens[i:i + take]
+            self.fill += take
+            i += take
+            if self.fill == self.shard_tokens:
+                self.flush()
+                self.resume = [doc, i]
+                written += 1
+        return written
+
+    def flush(self):
+        if self.fill == 0:
+            return
+        name = f"{self.split}_{len(self.shards):06d}.npy"
+        sha = _write_shard(os.path.join(self.out_dir, name), self.buffer[:self.fill])
+        self.shards.append({"file": name, "tokens": self.fill, "sha256": sha})
+        self.fill = 0
+
+    def summary(self):
+        tokens = sum(s["tokens"] for s in self.shards)
+        return {"documents": self.documents, "tokens": tokens, "bytes": self.bytes,
+                "bytes_per_token": self.bytes / tokens if tokens else 0.0, "shards": self.shards}
+
+
+# ----------------------------------------------------------------------------------------------
+# 5. The pipeline: stream -> tasks -> workers (in order) -> split writers -> manifest.
+
+def _dump_json(path, obj):
+    with bpe.atomic_write(path, "w") as f:
+        f.write(json.dumps(obj, indent=2) + "\n")
+
+
+def _remove_stale_temps(out_dir):
+    """A killed run can leave atomic_write's temp files (".train_000003.npy.x8f2.tmp"); drop ours."""
+    for path in glob.glob(os.path.join(out_dir, ".*.tmp")):
+        if re.fullmatch(r"\.((train|val)_\d{6}\.npy|manifest\.json|progress\.json)\..*\.tmp", os.path.basename(path)):
+            os.remove(path)
+
+
+def _load_previous(out_dir, config):
+    """The saved state of an earlier run with the same config (None if none); an error if the
+    folder holds a build of something else. Returns (state, complete)."""
+    progress_path, manifest_path = os.path.join(out_dir, PROGRESS), os.path.join(out_dir, MANIFEST)
+    previous = None
+    if os.path.exists(progress_path):
+        with open(progress_path) as f:
+            previous = json.load(f)
+        old = previous.get("config", {})
+    elif os.path.exists(manifest_path):
+        with open(manifest_path) as f:
+            manifest = json.load(f)
+        old = {k: manifest.get(k) for k in ("format", "version", "source", "tokenizer", "dtype", "shard_tokens")}
+    else:
+        return None, False
+    for key, value in config.items():
+        if key in old and old[key] != value:
+            raise ValueError(f"{out_dir} already holds a build with {key}={json.dumps(old[key])}, not "
+                             f"{json.dumps(value)}; use another --out or delete that folder")
+    complete = os.path.exists(manifest_path)
+    if previous is None or complete:
+        return None, complete
+    for split in SPLITS:
+        for shard in previous["splits"][split]["shards"]:
+            path = os.path.join(out_dir, shard["file"])
+            expected = None
+            if os.path.exists(path):
+                with open(path, "rb") as f:
+                    np.lib.format.read_magic(f)
+                    shape, _, _ = np.lib.format.read_array_header_1_0(f)
+                expected = shape[0] if len(shape) == 1 else None
+            if expected != shard["tokens"]:
+                raise ValueError(f"{path} is missing or not the shard {progress_path} lists; "
+                                 f"delete {out_dir} and start again")
+    return previous, False
+
+
+def build_shards(out_dir, labeled_documents, tokenizer="gpt2", source="custom", *, split_rule,
+                 shard_tokens=DEFAULT_SHARD_TOKENS, workers=None, progress=True, stop_after_shards=None):
+    """Tokenize (split, text) pairs into shards + manifest in out_dir; resumes an earlier run.
+
+    labeled_documents must yield the same sequence on every run (that is what makes resuming
+    exact); split_rule is a string describing how it was split, checked on resume.
+    stop_after_shards: stop (without a manifest, like a crash) once that many shards were
+    written in this call; for tests of resuming. Returns the manifest dict."""
+    if isinstance(tokenizer, str):
+        try:
+            tokenizer = bpe.load_tokenizer(tokenizer)
+        except Exception as e:
+            raise ValueError(f"cannot load tokenizer {tokenizer!r}: {_one_line(e)}") from None
+    if shard_tokens < 1:
+        raise ValueError(f"shard_tokens must be positive, got {shard_tokens}")
+    dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
+    config = {"format": FORMAT, "version": VERSION, "source": source,
+              "tokenizer": {"spec": tokenizer.spec, "identity": tokenizer.identity,
+                            "vocab_size": tokenizer.vocab_size, "eot_id": tokenizer.eot_id},
+              "dtype": np.dtype(dtype).name, "shard_tokens": shard_tokens, "split_rule": split_rule}
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        raise OSError(e.errno, f"cannot create {out_dir}: {e.strerror}") from None
+    _remove_stale_temps(out_dir)
+    previous, complete = _load_previous(out_dir, config)
+    manifest_path = os.path.join(out_dir, MANIFEST)
+    if complete:
+        with open(manifest_path) as f:
+            return json.load(f)
+    states = previous["splits"] if previous else {}
+    writers = {s: _SplitWriter(out_dir, s, shard_tokens, dtype, states.get(s)) for s in SPLITS}
+    # Fixed at start: which stream positions are already on disk, split by split.
+    resume = {s: tuple(w.resume) for s, w in writers.items()}
+
+    def tasks():
+        """Batches of the documents still to tokenize, with (index, split, skip) for each."""
+        meta, texts, chars = [], [], 0
+        for index, (split, text) in enumerate(labeled_documents):
+            doc, offset = resume[split]
+            if index < doc:
+                continue                  # wholly inside shards on disk: not even tokenized
+            meta.append((index, split, offset if index == doc else 0))
+            texts.append(text)
+            chars += len(text)
+            if chars >= TASK_CHARS:
+                yield meta, texts, dtype
+                meta, texts, chars = [], [], 0
+        if texts:
+            yield meta, texts, dtype
+
+    def save_progress():
+        _dump_json(os.path.join(out_dir, PROGRESS),
+                   {"config": config, "splits": {s: w.state() for s, w in writers.items()}})
+
+    bar = _ProgressBar(progress)
+    written = 0
+    for meta, tokens, lengths, nbytes in _run_tasks(tasks(), tokenizer, workers):
+        ends = np.cumsum(lengths)
+        new_shards = 0
+        for (index, split, skip), end, n, b in zip(meta, ends, lengths, nbytes):
+            new_shards += writers[split].add(index, tokens[end - n:end], b, skip)
+        bar.update(len(meta), int(lengths.sum()))
+        if new_shards:
+            save_progress()
+            written += new_shards
+            if stop_after_shards is not None and written >= stop_after_shards:
+                bar.close()
+                return None
+    bar.close()
+    if sum(w.documents for w in writers.values()) == 0 or sum(w.bytes for w in writers.values()) == 0:
+        raise ValueError(f"source {source} is empty: it holds no text")
+    for split, w in writers.items():
+        if w.documents == 0:
+            raise ValueError(f"the {split} split got no documents from {source} "
+                             f"({split_rule}); use a larger corpus or another --val-fraction")
+    for w in writers.values():
+        w.flush()
+    save_progress()
+    manifest = {k: v for k, v in config.items() if k != "split_rule"}
+    manifest["splits"] = {s: w.summary() for s, w in writers.items()}
+    _dump_json(manifest_path, manifest)   # last: its presence means every shard is complete
+    return manifest
+
+
+def _run_tasks(tasks, tokenizer, workers):
+    """Yield _tokenize_task results in task order. Tasks are read in this (main) thread and at
+    most 2 per worker are in flight, so memory stays bounded on a 20 GB stream."""
+    if workers is None:
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if workers <= 0:   # in-process: for tiny corpora and debugging
+        global _worker_tokenizer
+        _worker_tokenizer = tokenizer
+        yield from map(_tokenize_task, tasks)
+        return
+    with multiprocessing.Pool(workers, initializer=_init_worker, initargs=(tokenizer.spec,)) as pool:
+        pending = deque()
+        for task in tasks:
+            pending.append(pool.apply_async(_tokenize_task, (task,)))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+class _ProgressBar:
+    """tqdm bar counting tokens (it shows tokens/s), with docs/s beside it."""
+
+    def __init__(self, enabled):
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+            self.bar = tqdm(unit="tok", unit_scale=True, desc="tokenizing", dynamic_ncols=True)
+        self.docs, self.start = 0, time.perf_counter()
+
+    def update(self, docs, tokens):
+        self.docs += docs
+        if self.bar is not None:
+            self.bar.update(tokens)
+            self.bar.set_postfix_str(f"{self.docs / max(time.perf_counter() - self.start, 1e-9):,.0f} docs/s",
+                                     refresh=False)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def write_shards(out_dir, train_documents, val_documents, tokenizer="gpt2", source="custom", **kwargs):
+    """Shards for a caller that has already split its data, e.g. a text file cut by
+    split_by_bytes: write_shards(out, [train_text], [val_text], "my.model", "shakespeare")."""
+    return build_shards(out_dir, split_given(train_documents, val_documents), tokenizer, source,
+                        split_rule="given", **kwargs)
+
+
+def build_from_source(out_dir, source="fineweb-edu", tokenizer="gpt2", text_column="text",
+                      val_fraction=DEFAULT_VAL_FRACTION, val_from="hash", **kwargs):
+    """The CLI's work: open a --source and shard it, val chosen by hash or as the tail bytes."""
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val fraction must be between 0 and 1, got {val_fraction}")
+    src = open_source(source, text_column)
+    if val_from == "tail":
+        texts = list(src.documents())
+        if len(texts) != 1:
+            raise ValueError(f"--val-from tail needs a source with exactly one document "
+                             f"(one .txt file); {src.name} has {len(texts)}")
+        train, val = split_by_bytes(texts[0], val_fraction)
+        return build_shards(out_dir, split_given([train], [val]), tokenizer, src.name,
+                            split_rule=f"tail-bytes:{val_fraction!r}", **kwargs)
+    return build_shards(out_dir, split_by_hash(src.documents(), val_fraction), tokenizer, src.name,
+                        split_rule=f"blake2b-hash:{val_fraction!r}", **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------
+# 6. Command line.
+
+def default_out_dir(source):
+    """data/<short source name>: data/fineweb-edu, data/pydocs, data/<file or folder name>."""
+    if source.startswith("hf:"):
+        name = source[3:].split(":")[0].split("/")[-1]
+    elif source in SOURCE_ALIASES or source == PYDOCS:
+        name = source
+    else:
+        name = os.path.splitext(os.path.basename(os.path.normpath(source)))[0]
+    return os.path.join("data", re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "corpus")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(
+        description="Tokenize a corpus into train/val token shards + manifest.json for train_gpt2.py.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--source", default="fineweb-edu",
+                   help="fineweb-edu (HuggingFaceFW/fineweb-edu sample-10BT, streamed), pydocs (Python's "
+                        "own docs, offline, ~2 MB), hf:REPO[:CONFIG] (any Hub dataset), or a local "
+                        ".jsonl/.json/.parquet/.txt file, folder or glob (a .txt file is one document)")
+    p.add_argument("--text-column", default="text", help="column holding the document text (jsonl/json/parquet/Hub)")
+    p.add_argument("--tokenizer", default="gpt2", help="gpt2, or a PATH.model saved by bpe.py")
+    p.add_argument("--out", default=None, help="output folder (default: data/<source name>)")
+    p.add_argument("--shard-tokens", type=int, default=DEFAULT_SHARD_TOKENS, help="tokens per shard file")
+    p.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION,
+                   help="share of documents (by hash) or of bytes (--val-from tail) held out for val")
+    p.add_argument("--val-from", choices=("hash", "tail"), default="hash",
+                   help="hash: documents whose text hash is below --val-fraction; tail: the last "
+                        "--val-fraction of the bytes of a single-document source (one .txt file)")
+    p.add_argument("--workers", type=int, default=None, help="tokenizer processes (default: all CPUs; 0: in-process)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = p.parse_args(argv)
+    out = args.out or default_out_dir(args.source)
+    try:
+        manifest = build_from_source(out, args.source, args.tokenizer, args.text_column, args.val_fraction,
+                                     args.val_from, shard_tokens=args.shard_tokens, workers=args.workers,
+                                     progress=not args.quiet)
+    except (ValueError, OSError) as e:
+        raise SystemExit(f"fineweb.py: error: {_one_line(e)}") from None
+    except KeyboardInterrupt:
+        raise SystemExit("fineweb.py: interrupted; run the same command again to continue") from None
+    for split in SPLITS:
+        s = manifest["splits"][split]
+        print(f"{split}: {s['documents']:,} documents, {s['tokens']:,} tokens in {len(s['shards'])} shards, "
+              f"{s['bytes_per_token']:.3f} bytes/token")
+    print(f"wrote {os.path.join(out, MANIFEST)}")
+
+
+if __name__ == "__main__":
+    main()
