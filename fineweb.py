@@ -161,11 +161,12 @@ def _dataset_documents(label, text_column, load_args, load_kwargs):
     """Documents from a `datasets` streaming loader, the same code for the Hub and local files."""
     import datasets  # imported here: ~2 s, and the pydocs path does not need it
     datasets.disable_progress_bars()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)   # we report its errors, in one line
     try:
         stream = datasets.load_dataset(*load_args, split="train", streaming=True, **load_kwargs)
         batches = iter(stream.iter(batch_size=READ_BATCH))
     except Exception as e:
-        raise ValueError(f"cannot open {label}: {_one_line(e)}") from None
+        raise ValueError(f"cannot read {label}: {_one_line(e)}") from None
     row = 0
     while True:
         try:
@@ -304,25 +305,29 @@ class _SplitWriter:
     `resume` = [doc, offset]: shards on disk hold this split's documents before stream index
     `doc` and the first `offset` tokens (eot included) of document `doc` itself."""
 
-    def __init__(self, out_dir, split, shard_tokens, dtype, state=None):
+    def __init__(self, out_dir, split, shard_tokens, dtype, state=None, on_shard=lambda: None):
         state = state or {"documents": 0, "bytes": 0, "shards": [], "resume": [-1, 0]}
+        self.on_shard = on_shard   # called after each full shard is on disk (to save progress)
         self.out_dir, self.split, self.shard_tokens = out_dir, split, shard_tokens
         self.documents, self.bytes = state["documents"], state["bytes"]
         self.shards = [dict(s) for s in state["shards"]]
         self.resume = list(state["resume"])
+        # Counters as of `resume`: the live ones run ahead (documents whose tokens still sit in the
+        # buffer), and a resumed run would count those documents again.
+        self.counted_at_resume = (self.documents, self.bytes)
         self.buffer = np.empty(shard_tokens, dtype=dtype)
         self.fill = 0
 
     def state(self):
-        return {"documents": self.documents, "bytes": self.bytes, "shards": self.shards, "resume": self.resume}
+        documents, nbytes = self.counted_at_resume
+        return {"documents": documents, "bytes": nbytes, "shards": self.shards, "resume": self.resume}
 
     def add(self, doc, tokens, nbytes, skip=0):
-        """Append document `doc`'s tokens minus the first `skip` (already on disk).
-        Returns how many shards were written."""
+        """Append document `doc`'s tokens minus the first `skip` (already on disk)."""
         if skip == 0:
             self.documents += 1
             self.bytes += int(nbytes)
-        written, i = 0, skip
+        i = skip
         while i < len(tokens):
             take = min(len(tokens) - i, self.shard_tokens - self.fill)
             self.buffer[self.fill:self.fill + take] = tokens[i:i + take]
@@ -331,8 +336,8 @@ class _SplitWriter:
             if self.fill == self.shard_tokens:
                 self.flush()
                 self.resume = [doc, i]
-                written += 1
-        return written
+                self.counted_at_resume = (self.documents, self.bytes)
+                self.on_shard()
 
     def flush(self):
         if self.fill == 0:
@@ -400,6 +405,10 @@ def _load_previous(out_dir, config):
     return previous, False
 
 
+class _StopBuild(Exception):
+    """Raised to stop a build after `stop_after_shards` shards (a crash, for tests)."""
+
+
 def build_shards(out_dir, labeled_documents, tokenizer="gpt2", source="custom", *, split_rule,
                  shard_tokens=DEFAULT_SHARD_TOKENS, workers=None, progress=True, stop_after_shards=None):
     """Tokenize (split, text) pairs into shards + manifest in out_dir; resumes an earlier run.
@@ -431,7 +440,17 @@ def build_shards(out_dir, labeled_documents, tokenizer="gpt2", source="custom", 
         with open(manifest_path) as f:
             return json.load(f)
     states = previous["splits"] if previous else {}
-    writers = {s: _SplitWriter(out_dir, s, shard_tokens, dtype, states.get(s)) for s in SPLITS}
+    written = 0
+
+    def shard_done():
+        nonlocal written
+        _dump_json(os.path.join(out_dir, PROGRESS),
+                   {"config": config, "splits": {s: w.state() for s, w in writers.items()}})
+        written += 1
+        if stop_after_shards is not None and written >= stop_after_shards:
+            raise _StopBuild
+
+    writers = {s: _SplitWriter(out_dir, s, shard_tokens, dtype, states.get(s), shard_done) for s in SPLITS}
     # Fixed at start: which stream positions are already on disk, split by split.
     resume = {s: tuple(w.resume) for s, w in writers.items()}
 
@@ -451,25 +470,19 @@ def build_shards(out_dir, labeled_documents, tokenizer="gpt2", source="custom", 
         if texts:
             yield meta, texts, dtype
 
-    def save_progress():
-        _dump_json(os.path.join(out_dir, PROGRESS),
-                   {"config": config, "splits": {s: w.state() for s, w in writers.items()}})
-
     bar = _ProgressBar(progress)
-    written = 0
-    for meta, tokens, lengths, nbytes in _run_tasks(tasks(), tokenizer, workers):
-        ends = np.cumsum(lengths)
-        new_shards = 0
-        for (index, split, skip), end, n, b in zip(meta, ends, lengths, nbytes):
-            new_shards += writers[split].add(index, tokens[end - n:end], b, skip)
-        bar.update(len(meta), int(lengths.sum()))
-        if new_shards:
-            save_progress()
-            written += new_shards
-            if stop_after_shards is not None and written >= stop_after_shards:
-                bar.close()
-                return None
-    bar.close()
+    results = _run_tasks(tasks(), tokenizer, workers)
+    try:
+        for meta, tokens, lengths, nbytes in results:
+            ends = np.cumsum(lengths)
+            for (index, split, skip), end, n, b in zip(meta, ends, lengths, nbytes):
+                writers[split].add(index, tokens[end - n:end], b, skip)
+            bar.update(len(meta), int(lengths.sum()))
+    except _StopBuild:
+        return None
+    finally:
+        results.close()   # stops the worker pool now, also on errors
+        bar.close()
     if sum(w.documents for w in writers.values()) == 0 or sum(w.bytes for w in writers.values()) == 0:
         raise ValueError(f"source {source} is empty: it holds no text")
     for split, w in writers.items():
@@ -478,7 +491,9 @@ def build_shards(out_dir, labeled_documents, tokenizer="gpt2", source="custom", 
                              f"({split_rule}); use a larger corpus or another --val-fraction")
     for w in writers.values():
         w.flush()
-    save_progress()
+        w.counted_at_resume = (w.documents, w.bytes)
+    stop_after_shards = None
+    shard_done()   # the final state, with the last (short) shards
     manifest = {k: v for k, v in config.items() if k != "split_rule"}
     manifest["splits"] = {s: w.summary() for s, w in writers.items()}
     _dump_json(manifest_path, manifest)   # last: its presence means every shard is complete

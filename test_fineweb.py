@@ -1,0 +1,385 @@
+"""Tests for fineweb.py: local corpora (jsonl, parquet, txt) -> shards -> tokens back -> the
+original documents, in order; exact shard boundaries; disjoint splits; byte-identical resume;
+manifest counts and checksums; clear errors with nothing half-written."""
+import errno
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import tiktoken
+
+import bpe
+import fineweb
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ENC = tiktoken.get_encoding("gpt2")
+EOT = ENC.eot_token
+VAL_FRACTION = 0.2
+SHARD = 997   # a prime, so shard ends fall anywhere inside documents
+
+
+def make_docs(n=80, seed=1):
+    """Documents of very different lengths, with unicode, code, and a literal <|endoftext|>."""
+    rng = random.Random(seed)
+    words = ["the", "model", "token", "über", "naïve", "東京", "😀", "def", "x = 1", "\n", "  ", "3.14", "—", "'s"]
+    docs = []
+    for i in range(n):
+        length = rng.choice([1, 5, 40, 200, 900])
+        docs.append(f"doc {i}: " + " ".join(rng.choice(words) for _ in range(length)))
+    docs[3] = "a literal <|endoftext|> inside text stays text"
+    docs[7] = "x" * 5000 + " one long document spanning several shards"
+    return docs
+
+
+def expected_split(docs, fraction=VAL_FRACTION):
+    """The documented rule, re-implemented: blake2b-64 of the UTF-8 text / 2**64 < fraction -> val."""
+    val, train = [], []
+    for d in docs:
+        h = int.from_bytes(hashlib.blake2b(d.encode(), digest_size=8).digest(), "big") / 2**64
+        (val if h < fraction else train).append(d)
+    return {"val": val, "train": train}
+
+
+def read_tokens(out, manifest, split):
+    return np.concatenate([np.load(os.path.join(out, s["file"])) for s in manifest["splits"][split]["shards"]])
+
+
+def documents_from_tokens(tokens):
+    """Cut a token stream at eot ids; every document must start with one."""
+    assert tokens[0] == EOT
+    cuts = np.flatnonzero(tokens == EOT)
+    return [ENC.decode(tokens[a + 1:b].tolist()) for a, b in zip(cuts, list(cuts[1:]) + [len(tokens)])]
+
+
+def check_build(out, manifest, expected, shard_tokens=SHARD):
+    """Everything a reader of the shards relies on, checked against the original documents."""
+    assert manifest["format"] == "gpt2-token-shards" and manifest["version"] == 1
+    assert manifest["tokenizer"] == {"spec": "gpt2", "identity": "tiktoken:gpt2", "vocab_size": 50257, "eot_id": EOT}
+    assert manifest["dtype"] == "uint16" and manifest["shard_tokens"] == shard_tokens
+    for split in ("val", "train"):
+        info, docs = manifest["splits"][split], expected[split]
+        for i, shard in enumerate(info["shards"]):
+            path = os.path.join(out, shard["file"])
+            assert shard["file"] == f"{split}_{i:06d}.npy"
+            with open(path, "rb") as f:
+                assert hashlib.sha256(f.read()).hexdigest() == shard["sha256"]
+            arr = np.load(path)
+            assert arr.dtype == np.uint16 and arr.ndim == 1 and len(arr) == shard["tokens"]
+            last = i == len(info["shards"]) - 1
+            assert (0 < len(arr) <= shard_tokens) if last else len(arr) == shard_tokens
+        tokens = read_tokens(out, manifest, split)
+        # Exact boundaries: the shards concatenate to precisely [eot] + tokens(doc) for each doc.
+        reference = np.concatenate([[EOT] + ENC.encode_ordinary(d) for d in docs])
+        assert np.array_equal(tokens, reference)
+        assert documents_from_tokens(tokens) == docs
+        assert info["documents"] == len(docs) and info["tokens"] == len(tokens)
+        assert info["bytes"] == sum(len(d.encode()) for d in docs)
+        assert info["bytes_per_token"] == pytest.approx(info["bytes"] / info["tokens"])
+    assert set(expected["val"]).isdisjoint(expected["train"])
+    assert sorted(f for f in os.listdir(out) if f.endswith(".npy")) == sorted(
+        s["file"] for sp in ("val", "train") for s in manifest["splits"][sp]["shards"])
+
+
+def write_jsonl(path, docs, column="text"):
+    with open(path, "w", encoding="utf-8") as f:
+        for d in docs:
+            f.write(json.dumps({"id": 0, column: d}) + "\n")
+    return str(path)
+
+
+def dir_bytes(out):
+    result = {}
+    for name in sorted(os.listdir(out)):
+        with open(os.path.join(out, name), "rb") as f:
+            result[name] = f.read()
+    return result
+
+
+@pytest.fixture(scope="module")
+def docs():
+    return make_docs()
+
+
+# ---- round trips for each local format ---------------------------------------------------------
+
+def test_jsonl_roundtrip_with_workers(tmp_path, docs):
+    src = write_jsonl(tmp_path / "c.jsonl", docs)
+    out = str(tmp_path / "out")
+    m = fineweb.build_from_source(out, src, val_fraction=VAL_FRACTION, shard_tokens=SHARD, workers=2, progress=False)
+    expected = expected_split(docs)
+    assert len(expected["val"]) >= 5 and len(m["splits"]["train"]["shards"]) >= 10
+    assert m["source"] == os.path.abspath(src)
+    check_build(out, m, expected)
+    with open(os.path.join(out, "manifest.json")) as f:
+        assert json.load(f) == m
+    # The manifest has exactly the keys INTERFACES.md fixes, nothing run-specific (times, hosts).
+    assert set(m) == {"format", "version", "source", "tokenizer", "dtype", "shard_tokens", "splits"}
+    assert set(m["splits"]["val"]) == {"documents", "tokens", "bytes", "bytes_per_token", "shards"}
+
+
+def test_parquet_roundtrip_multiple_files_in_a_folder(tmp_path, docs):
+    folder = tmp_path / "pq"
+    folder.mkdir()
+    # Two files; the folder is read in sorted file order.
+    pq.write_table(pa.table({"body": docs[40:], "n": list(range(40))}), folder / "b.parquet")
+    pq.write_table(pa.table({"body": docs[:40], "n": list(range(40))}), folder / "a.parquet")
+    out = str(tmp_path / "out")
+    m = fineweb.build_from_source(out, str(folder), text_column="body", val_fraction=VAL_FRACTION,
+                                  shard_tokens=SHARD, workers=1, progress=False)
+    check_build(out, m, expected_split(docs))
+
+
+def test_txt_files_are_one_document_each(tmp_path, docs):
+    folder = tmp_path / "txt"
+    (folder / "sub").mkdir(parents=True)
+    names = []
+    for i, d in enumerate(docs):
+        name = f"sub/{i:03d}.txt" if i % 3 == 0 else f"{i:03d}.txt"   # nested folders are searched too
+        (folder / name).write_text(d, encoding="utf-8")
+        names.append(name)
+    order = [d for _, d in sorted(zip(names, docs))]   # documents come in sorted path order
+    out = str(tmp_path / "out")
+    m = fineweb.build_from_source(out, str(folder), val_fraction=VAL_FRACTION, shard_tokens=SHARD,
+                                  workers=0, progress=False)
+    check_build(out, m, expected_split(order))
+
+
+def test_encoder_matches_encode_ordinary_on_special_text(docs):
+    tok = bpe.load_tokenizer("gpt2")
+    texts = docs[:10] + ["<|endoftext|>", "", "a<|endoftext|>b"]
+    flat, lengths, nbytes = fineweb.tokenize_documents(texts, tok, np.uint16)
+    assert np.array_equal(flat, np.concatenate([[EOT] + ENC.encode_ordinary(t) for t in texts]))
+    assert lengths.tolist() == [1 + len(ENC.encode_ordinary(t)) for t in texts]
+    assert nbytes.tolist() == [len(t.encode()) for t in texts]
+
+
+def test_vocab_over_65536_gives_uint32(tmp_path):
+    big = tiktoken.Encoding("big", pat_str=ENC._pat_str, mergeable_ranks=ENC._mergeable_ranks,
+                            special_tokens={bpe.EOT: 70000})
+    tok = bpe.LoadedTokenizer("big", "test:big", big, 70000, 70001)
+    out = str(tmp_path / "out")
+    m = fineweb.write_shards(out, ["train text", "more train"], ["val text"], tok, "t", shard_tokens=3,
+                             workers=0, progress=False)
+    assert m["dtype"] == "uint32"
+    tokens = read_tokens(out, m, "train")
+    assert tokens.dtype == np.uint32 and tokens[0] == 70000
+    assert tokens.tolist() == [70000] + ENC.encode_ordinary("train text") + [70000] + ENC.encode_ordinary("more train")
+
+
+# ---- the embedded corpus and the issue-6 helpers ---------------------------------------------
+
+def test_pydocs_corpus_is_deterministic_and_offline():
+    first = list(fineweb.pydocs_documents())
+    from pydoc_data.topics import topics
+    assert first[:len(topics)] == [topics[k] for k in sorted(topics)]
+    size = sum(len(d.encode()) for d in first)
+    assert 1_000_000 < size < 10_000_000 and all(first)
+    assert any(d.startswith("json\nJSON (JavaScript Object Notation)") for d in first)   # module docstrings
+    assert any("json.decoder.JSONDecoder.decode\n" in d for d in first)                         # method docstrings
+    assert not any(d.startswith("test.") for d in first)                                 # tests excluded
+    assert list(fineweb.pydocs_documents()) == first
+    assert fineweb.open_source("pydocs").name == "pydocs:python-" + sys.version.split()[0]
+
+
+def test_split_by_bytes_and_write_shards_for_one_text_file(tmp_path):
+    text = "ab" * 50
+    train, val = fineweb.split_by_bytes(text, 0.1)
+    assert (len(train), len(val)) == (90, 10) and train + val == text
+    train, val = fineweb.split_by_bytes("é" * 10, 0.15)   # 20 bytes; byte 17 is inside an 'é'
+    assert train + val == "é" * 10 and len(train.encode()) == 16
+    shakespeare = "First Citizen:\nBefore we proceed any further, hear me speak.\n" * 40
+    train, val = fineweb.split_by_bytes(shakespeare, 0.1)
+    out = str(tmp_path / "out")
+    m = fineweb.write_shards(out, [train], [val], "gpt2", "shakespeare", shard_tokens=100, workers=0, progress=False)
+    check_build(out, m, {"train": [train], "val": [val]}, shard_tokens=100)
+
+
+def test_cli_val_from_tail_on_a_txt_file(tmp_path):
+    text = "".join(f"line {i} of a play\n" for i in range(300))
+    (tmp_path / "play.txt").write_text(text)
+    out = str(tmp_path / "out")
+    fineweb.main(["--source", str(tmp_path / "play.txt"), "--out", out, "--val-from", "tail",
+                  "--val-fraction", "0.1", "--shard-tokens", "500", "--workers", "0", "--quiet"])
+    with open(os.path.join(out, "manifest.json")) as f:
+        m = json.load(f)
+    train, val = fineweb.split_by_bytes(text, 0.1)
+    check_build(out, m, {"train": [train], "val": [val]}, shard_tokens=500)
+
+
+def test_help_runs():
+    r = subprocess.run([sys.executable, "fineweb.py", "--help"], cwd=HERE, capture_output=True, text=True)
+    assert r.returncode == 0 and "--shard-tokens" in r.stdout and "pydocs" in r.stdout
+
+
+# ---- resuming --------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def reference_build(tmp_path_factory, docs):
+    """An uninterrupted build that interrupted ones must reproduce byte for byte."""
+    base = tmp_path_factory.mktemp("ref")
+    src = write_jsonl(base / "c.jsonl", docs)
+    out = str(base / "out")
+    fineweb.build_from_source(out, src, val_fraction=VAL_FRACTION, shard_tokens=SHARD, workers=0, progress=False)
+    return src, dir_bytes(out)
+
+
+@pytest.mark.parametrize("stop_after, first_workers", [(1, 2), (6, 0), (17, 1)])
+def test_interrupted_run_resumes_byte_identical(tmp_path, reference_build, stop_after, first_workers, monkeypatch):
+    src, reference = reference_build
+    out = str(tmp_path / "out")
+    kw = dict(val_fraction=VAL_FRACTION, shard_tokens=SHARD, progress=False)
+    assert fineweb.build_from_source(out, src, workers=first_workers, stop_after_shards=stop_after, **kw) is None
+    assert not os.path.exists(os.path.join(out, "manifest.json"))
+    with open(os.path.join(out, "progress.json")) as f:
+        done = {s["file"] for sp in json.load(f)["splits"].values() for s in sp["shards"]}
+    assert len(done) == stop_after
+    stamps = {f: os.stat(os.path.join(out, f)).st_mtime_ns for f in done}
+    calls, real = [], fineweb._write_shard
+    monkeypatch.setattr(fineweb, "_write_shard", lambda path, tokens: calls.append(os.path.basename(path)) or real(path, tokens))
+    fineweb.build_from_source(out, src, workers=1, **kw)   # another worker count: same bytes
+    assert dir_bytes(out) == reference
+    assert not done & set(calls)                                            # finished shards skipped...
+    assert all(os.stat(os.path.join(out, f)).st_mtime_ns == stamps[f] for f in done)   # ...untouched
+
+
+def test_lost_progress_file_restarts_and_still_matches(tmp_path, reference_build):
+    src, reference = reference_build
+    out = str(tmp_path / "out")
+    kw = dict(val_fraction=VAL_FRACTION, shard_tokens=SHARD, workers=0, progress=False)
+    fineweb.build_from_source(out, src, stop_after_shards=9, **kw)
+    os.remove(os.path.join(out, "progress.json"))   # crash before the first progress write
+    os.remove(os.path.join(out, "train_000003.npy"))
+    fineweb.build_from_source(out, src, **kw)
+    assert dir_bytes(out) == reference
+
+
+def test_killed_cli_run_resumes_byte_identical(tmp_path, docs):
+    src = write_jsonl(tmp_path / "c.jsonl", docs * 3)
+    args = ["--source", src, "--val-fraction", "0.2", "--shard-tokens", "300", "--workers", "1", "--quiet"]
+    ref, out = str(tmp_path / "ref"), str(tmp_path / "out")
+    fineweb.main(args + ["--out", ref])
+    proc = subprocess.Popen([sys.executable, "fineweb.py"] + args + ["--out", out], cwd=HERE)
+    progress = os.path.join(out, "progress.json")
+    while not os.path.exists(progress) and proc.poll() is None:
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not os.path.exists(os.path.join(out, "manifest.json")), "finished before it could be killed"
+    r = subprocess.run([sys.executable, "fineweb.py"] + args + ["--out", out], cwd=HERE, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert dir_bytes(out) == dir_bytes(ref)   # also: no temp file of the killed run is left
+
+
+def test_finished_build_is_not_redone_and_other_config_is_refused(tmp_path, reference_build):
+    src, reference = reference_build
+    out = str(tmp_path / "out")
+    kw = dict(val_fraction=VAL_FRACTION, workers=0, progress=False)
+    m = fineweb.build_from_source(out, src, shard_tokens=SHARD, **kw)
+    stamps = {f: os.stat(os.path.join(out, f)).st_mtime_ns for f in os.listdir(out)}
+    assert fineweb.build_from_source(out, src, shard_tokens=SHARD, **kw) == m
+    assert {f: os.stat(os.path.join(out, f)).st_mtime_ns for f in os.listdir(out)} == stamps
+    with pytest.raises(ValueError, match=r"already holds a build with shard_tokens=997"):
+        fineweb.build_from_source(out, src, shard_tokens=SHARD + 1, **kw)
+    with pytest.raises(ValueError, match=r"split_rule"):
+        fineweb.build_from_source(out, src, shard_tokens=SHARD, val_fraction=0.3, workers=0, progress=False)
+    assert dir_bytes(out) == reference
+
+
+# ---- bad input: one clear line, no half-written shard ------------------------------------------
+
+def cli_error(args, out):
+    with pytest.raises(SystemExit) as e:
+        fineweb.main(args + ["--out", str(out), "--quiet", "--workers", "0"])
+    message = str(e.value.code)
+    assert message.startswith("fineweb.py: error: ") and "\n" not in message
+    leftovers = os.listdir(out) if os.path.exists(out) else []
+    assert not [f for f in leftovers if f.endswith(".tmp") or f == "manifest.json"], leftovers
+    # Any shard left is a whole one, recorded with its checksum for the rerun to keep.
+    shards = [f for f in leftovers if f.endswith(".npy")]
+    if shards:
+        with open(os.path.join(out, "progress.json")) as f:
+            listed = {s["file"]: s["sha256"] for sp in json.load(f)["splits"].values() for s in sp["shards"]}
+        for name in shards:
+            with open(os.path.join(out, name), "rb") as f:
+                assert hashlib.sha256(f.read()).hexdigest() == listed[name]
+    return message
+
+
+def test_missing_text_column(tmp_path, docs):
+    src = write_jsonl(tmp_path / "c.jsonl", docs, column="content")
+    msg = cli_error(["--source", src], tmp_path / "out")
+    assert "no column 'text'" in msg and "content" in msg and "--text-column" in msg
+
+
+def test_empty_sources(tmp_path):
+    (tmp_path / "empty.jsonl").write_text("")
+    assert "empty" in cli_error(["--source", str(tmp_path / "empty.jsonl")], tmp_path / "o1")
+    (tmp_path / "blank.txt").write_text("")
+    assert "empty" in cli_error(["--source", str(tmp_path / "blank.txt")], tmp_path / "o2")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "notes.md").write_text("not a supported type")
+    assert "empty" in cli_error(["--source", str(tmp_path / "d")], tmp_path / "o3")
+    assert "no such file" in cli_error(["--source", str(tmp_path / "nope.jsonl")], tmp_path / "o4")
+
+
+def test_unreadable_files(tmp_path, docs):
+    (tmp_path / "bad.parquet").write_bytes(b"this is not parquet" * 10)
+    msg = cli_error(["--source", str(tmp_path / "bad.parquet")], tmp_path / "o1")
+    assert "cannot read" in msg and "bad.parquet" in msg
+    good = "\n".join(json.dumps({"text": d}) for d in docs[:5])
+    (tmp_path / "bad.jsonl").write_text(good + '\n{"text": "unterminated\n')
+    msg = cli_error(["--source", str(tmp_path / "bad.jsonl")], tmp_path / "o2")
+    assert "cannot read" in msg and "bad.jsonl" in msg
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    msg = cli_error(["--source", str(tmp_path / "latin1.txt")], tmp_path / "o3")
+    assert "cannot read" in msg and "utf-8" in msg
+    (tmp_path / "x.csv").write_text("a,b\n")
+    assert "unsupported file type '.csv'" in cli_error(["--source", str(tmp_path / "x.csv")], tmp_path / "o4")
+
+
+def test_tokenizer_that_does_not_load(tmp_path, docs):
+    src = write_jsonl(tmp_path / "c.jsonl", docs)
+    (tmp_path / "broken.model").write_text("not a model")
+    for spec in [str(tmp_path / "broken.model"), str(tmp_path / "missing.model")]:
+        msg = cli_error(["--source", src, "--tokenizer", spec], tmp_path / "out")
+        assert "cannot load tokenizer" in msg and spec in msg
+
+
+def test_disk_full_leaves_no_partial_shard(tmp_path, docs, monkeypatch):
+    src = write_jsonl(tmp_path / "c.jsonl", docs)
+    out = tmp_path / "out"
+    real_save, saved = np.save, []
+
+    def save_then_fill_disk(f, arr, **kw):
+        if len(saved) == 2:   # the third shard: half of it reaches the file, then the disk is full
+            f.write(b"\x93NUMPY partial bytes")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        saved.append(1)
+        return real_save(f, arr, **kw)
+
+    monkeypatch.setattr(np, "save", save_then_fill_disk)
+    msg = cli_error(["--source", src, "--shard-tokens", str(SHARD), "--val-fraction", str(VAL_FRACTION)], out)
+    assert "No space left on device" in msg and "train_000002.npy" in msg
+    assert sorted(os.listdir(out)) == ["progress.json", "train_000000.npy", "train_000001.npy"]
+    monkeypatch.setattr(np, "save", real_save)   # space freed: the same command finishes the job
+    fineweb.main(["--source", src, "--shard-tokens", str(SHARD), "--val-fraction", str(VAL_FRACTION),
+                  "--out", str(out), "--quiet", "--workers", "0"])
+    with open(out / "manifest.json") as f:
+        check_build(str(out), json.load(f), expected_split(docs))
+
+
+def test_bad_flags(tmp_path, docs):
+    src = write_jsonl(tmp_path / "c.jsonl", docs)
+    assert "between 0 and 1" in cli_error(["--source", src, "--val-fraction", "1.5"], tmp_path / "o1")
+    assert "positive" in cli_error(["--source", src, "--shard-tokens", "0"], tmp_path / "o2")
+    assert "exactly one document" in cli_error(["--source", src, "--val-from", "tail"], tmp_path / "o3")
+    assert "val split got no documents" in cli_error(["--source", src, "--val-fraction", "1e-9"], tmp_path / "o4")
