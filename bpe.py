@@ -141,9 +141,8 @@ def fill_tiktoken_cache(cache_dir):
     os.makedirs(cache_dir, exist_ok=True)
     for name, path in gpt2_vocab_files().items():
         target = os.path.join(cache_dir, hashlib.sha1(GPT2_VOCAB_URLS[name].encode()).hexdigest())
-        if not os.path.exists(target):
-            with open(path, "rb") as src, atomic_write(target) as dst:
-                shutil.copyfileobj(src, dst)
+        with open(path, "rb") as src, atomic_write(target) as dst:  # (over)write: never a stale copy
+            shutil.copyfileobj(src, dst)
 
 
 def gpt2_bytes_to_unicode():
