@@ -1,0 +1,552 @@
+"""Tests for train_gpt2.py: every claim of issue 2, on a CPU, offline.
+
+Token shards are written here by a small helper in the manifest format of INTERFACES.md, so these
+tests depend on nothing but train_gpt2.py and bpe.py. Models use the "tiny" preset."""
+import dataclasses
+import fractions
+import hashlib
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import train_gpt2 as tg
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+GPT2_VOCAB, GPT2_EOT = 50257, 50256
+
+
+# ------------------------------------------------------------------------------------------------
+# helpers
+# ------------------------------------------------------------------------------------------------
+
+def write_shards(data_dir, splits, *, identity="tiktoken:gpt2", spec="gpt2", vocab_size=GPT2_VOCAB,
+                 eot_id=GPT2_EOT, dtype="uint16", bytes_per_token=4.0):
+    """splits: {"train": [array, ...], "val": [...]} -> {split}_{i:06d}.npy + manifest.json."""
+    os.makedirs(data_dir, exist_ok=True)
+    manifest = {"format": "gpt2-token-shards", "version": 1, "source": "test",
+                "tokenizer": {"spec": spec, "identity": identity, "vocab_size": vocab_size, "eot_id": eot_id},
+                "dtype": dtype, "shard_tokens": max(len(a) for arrays in splits.values() for a in arrays),
+                "splits": {}}
+    for split, arrays in splits.items():
+        shards = []
+        for i, a in enumerate(arrays):
+            name = f"{split}_{i:06d}.npy"
+            path = os.path.join(data_dir, name)
+            np.save(path, np.asarray(a, dtype=dtype))
+            with open(path, "rb") as f:
+                shards.append({"file": name, "tokens": len(a), "sha256": hashlib.sha256(f.read()).hexdigest()})
+        n = sum(len(a) for a in arrays)
+        manifest["splits"][split] = {"documents": 1, "tokens": n, "bytes": int(n * bytes_per_token),
+                                     "bytes_per_token": bytes_per_token, "shards": shards}
+    with open(os.path.join(data_dir, "manifest.json"), "w") as f:
+        json.dump(manifest, f)
+    return data_dir
+
+
+def random_data(data_dir, train_sizes=(3000, 2500), val_size=2000, seed=0, high=5000):
+    rng = np.random.default_rng(seed)
+    return write_shards(data_dir, {"train": [rng.integers(0, high, n) for n in train_sizes],
+                                   "val": [rng.integers(0, high, val_size)]})
+
+
+def gpt2_tokenizer():
+    return tg.bpe.load_tokenizer("gpt2")
+
+
+def tiny_config(**kw):
+    return tg.GPTConfig(**{**tg.MODEL_PRESETS["tiny"], "vocab_size": 300, **kw})
+
+
+def cli(*args, nproc=None, check=True):
+    """Run the real command line in a fresh process (torchrun when nproc is given)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc else [sys.executable]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd + [os.path.join(HERE, "train_gpt2.py"), *args], capture_output=True, text=True,
+                            env=env, cwd=HERE, timeout=300)
+    if check and result.returncode != 0:
+        raise AssertionError(f"exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def train_records(log_dir):
+    with open(os.path.join(log_dir, "metrics.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    return {r["step"]: r for r in records if r["kind"] == "train"}
+
+
+def train_losses(log_dir):
+    return {step: r["loss"] for step, r in train_records(log_dir).items()}
+
+
+TINY_RUN = ["--model=tiny", "--micro_batch_size=2", "--seq_len=32", "--total_batch_size=128",
+            "--max_lr=3e-3", "--warmup_steps=2", "--val_tokens=128", "--eval_interval=3",
+            "--sample_interval=1000", "--hellaswag=false", "--compile=false", "--device=cpu"]
+
+
+def grammar_documents(n, seed=0):
+    """A repetitive synthetic corpus: sentences from a tiny grammar."""
+    rng = random.Random(seed)
+    who = ["the cat", "a dog", "my friend", "the old man", "a small bird"]
+    does = ["sees", "likes", "follows", "finds"]
+    what = ["the red ball", "a green tree", "the river", "a big house"]
+    return [" ".join(f"{rng.choice(who)} {rng.choice(does)} {rng.choice(what)}." for _ in range(rng.randint(2, 6)))
+            for _ in range(n)]
+
+
+@dataclasses.dataclass
+class Corpus:
+    tokenizer_path: str
+    data_dir: str
+    unigram_entropy: float  # nats/token of the train split's token frequencies
+    bytes_per_token: float
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """A 320-token bpe.py tokenizer and shards of the grammar corpus: small vocab, fast steps."""
+    root = tmp_path_factory.mktemp("corpus")
+    docs = grammar_documents(3000)
+    trained = tg.bpe.Tokenizer()
+    trained.train(docs[:500], 320, special_tokens=[tg.bpe.EOT])
+    path = str(root / "grammar.model")
+    trained.save(path)
+    tok = tg.bpe.load_tokenizer(path)
+    ids = [np.array([tok.eot_id] + tok.encode_ordinary(d)) for d in docs]
+    train_ids, val_ids = np.concatenate(ids[:2700]), np.concatenate(ids[2700:])
+    bytes_per_token = sum(len(d.encode()) for d in docs[2700:]) / len(val_ids)
+    data = write_shards(str(root / "data"), {"train": np.array_split(train_ids, 3), "val": [val_ids]},
+                        identity=tok.identity, spec=path, vocab_size=tok.vocab_size, eot_id=tok.eot_id,
+                        bytes_per_token=bytes_per_token)
+    counts = np.bincount(train_ids)
+    p = counts[counts > 0] / len(train_ids)
+    return Corpus(path, data, float(-(p * np.log(p)).sum()), bytes_per_token)
+
+
+def tiny_run(corpus, *extra):
+    return TINY_RUN + [f"--data_dir={corpus.data_dir}", f"--tokenizer={corpus.tokenizer_path}", *extra]
+
+
+# ------------------------------------------------------------------------------------------------
+# model
+# ------------------------------------------------------------------------------------------------
+
+def test_gpt2_preset_has_124M_parameters():
+    with torch.device("meta"):  # shapes only: no memory, no init time
+        unpadded = tg.GPT(tg.GPTConfig(**tg.MODEL_PRESETS["gpt2"], vocab_size=50257, vocab_multiple=1))
+        padded = tg.GPT(tg.GPTConfig(**tg.MODEL_PRESETS["gpt2"], vocab_size=50257))
+    assert unpadded.lm_head.weight is unpadded.transformer.wte.weight  # tied head
+    assert sum(p.numel() for p in unpadded.parameters()) == 124_439_808
+    assert padded.config.padded_vocab_size == 50304
+    assert sum(p.numel() for p in padded.parameters()) == 124_439_808 + (50304 - 50257) * 768
+
+
+def test_init_follows_gpt2():
+    torch.manual_seed(0)
+    model = tg.GPT(tg.GPTConfig(n_layer=8, n_head=4, n_embd=256, block_size=64, vocab_size=1000))
+    block = model.transformer.h[0]
+    assert abs(block.attn.c_attn.weight.std().item() - 0.02) < 1e-3
+    assert abs(block.mlp.c_proj.weight.std().item() - 0.02 / math.sqrt(16)) < 3e-4  # 1/sqrt(2 * n_layer)
+    assert abs(block.attn.c_proj.weight.std().item() - 0.02 / math.sqrt(16)) < 3e-4
+    assert torch.all(block.attn.c_attn.bias == 0)
+    assert torch.all(model.transformer.wte.weight[1000:] == 0)  # padding rows 1000..1023
+    logits, loss = model(torch.randint(0, 1000, (2, 16)), torch.randint(0, 1000, (2, 16)))
+    assert logits.shape == (2, 16, 1000)
+    assert abs(loss.item() - math.log(1000)) < 0.1  # a fresh model is close to uniform
+
+
+def test_causality():
+    torch.manual_seed(0)
+    model = tg.GPT(tiny_config()).eval()
+    idx = torch.randint(0, 300, (2, 40))
+    changed = idx.clone()
+    changed[:, 25] = (changed[:, 25] + 1) % 300
+    with torch.no_grad():
+        a, _ = model(idx)
+        b, _ = model(changed)
+    assert torch.equal(a[:, :25], b[:, :25])  # earlier positions never see a later token
+    assert (a[:, 25:] - b[:, 25:]).abs().max() > 1e-4
+
+
+def test_logits_match_transformers_both_ways(tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel
+    torch.manual_seed(0)
+    idx = torch.randint(0, 300, (2, 48))
+    # transformers -> ours (vocab 300 is not a multiple of 128: exercises the padding)
+    hf = GPT2LMHeadModel(GPT2Config(vocab_size=300, n_positions=64, n_embd=48, n_layer=2, n_head=4,
+                                    initializer_range=0.2)).eval()  # large init: logits far from uniform
+    hf.save_pretrained(tmp_path / "hf")
+    ours = tg.GPT.from_pretrained(str(tmp_path / "hf"))
+    with torch.no_grad():
+        expected = hf(idx).logits
+        got, _ = ours(idx)
+    assert got.shape == expected.shape == (2, 48, 300)
+    assert (got - expected).abs().max().item() <= 1e-5
+    assert expected.std() > 1.0
+    # the old pytorch_model.bin format (loaded with weights_only=True)
+    os.makedirs(tmp_path / "bin")
+    torch.save(hf.state_dict(), tmp_path / "bin" / "pytorch_model.bin")
+    (tmp_path / "bin" / "config.json").write_text((tmp_path / "hf" / "config.json").read_text())
+    with torch.no_grad():
+        assert (tg.GPT.from_pretrained(str(tmp_path / "bin"))(idx)[0] - expected).abs().max().item() <= 1e-5
+    # ours -> transformers
+    torch.manual_seed(1)
+    mine = tg.GPT(tg.GPTConfig(vocab_size=300, block_size=64, n_embd=48, n_layer=2, n_head=4)).eval()
+    with torch.no_grad():
+        for p in mine.parameters():
+            p.add_(0.1 * torch.randn_like(p))  # make biases and LayerNorms non-trivial too
+    mine.save_pretrained(str(tmp_path / "ours"))
+    loaded = GPT2LMHeadModel.from_pretrained(str(tmp_path / "ours")).eval()
+    with torch.no_grad():
+        expected, _ = mine(idx)
+        got = loaded(idx).logits
+    assert (got - expected).abs().max().item() <= 1e-5
+    assert loaded.lm_head.weight.data_ptr() == loaded.transformer.wte.weight.data_ptr()  # tied on load
+    assert json.loads((tmp_path / "ours" / "config.json").read_text())["vocab_size"] == 300
+
+
+def test_from_pretrained_rejects_foreign_weights(tmp_path):
+    tg.GPT(tiny_config()).save_pretrained(str(tmp_path))
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["n_layer"] = 3  # the file holds 2 blocks
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(tg.UserError, match="missing"):
+        tg.GPT.from_pretrained(str(tmp_path))
+    with pytest.raises(tg.UserError, match="neither a directory"):
+        tg.GPT.from_pretrained(str(tmp_path / "nope"))
+
+
+# ------------------------------------------------------------------------------------------------
+# optimizer and schedule
+# ------------------------------------------------------------------------------------------------
+
+def test_lr_schedule_values():
+    lr = lambda step: tg.get_lr(step, max_lr=6e-4, min_lr=6e-5, warmup_steps=715, max_steps=19073)
+    assert lr(0) == pytest.approx(6e-4 / 715)
+    assert lr(357) == pytest.approx(6e-4 * 358 / 715)
+    assert lr(714) == pytest.approx(6e-4)                     # end of warmup
+    assert lr(715) == pytest.approx(6e-4)                     # cosine starts at the peak
+    assert lr((715 + 19073) // 2) == pytest.approx(3.3e-4)    # halfway down: (max + min) / 2
+    assert lr(19073) == pytest.approx(6e-5)                   # end
+    assert lr(30000) == pytest.approx(6e-5)
+    values = [lr(s) for s in range(715, 19074, 97)]
+    assert all(a >= b for a, b in zip(values, values[1:]))    # monotone decay
+
+
+def test_defaults_match_the_recipe():
+    tc = tg.TrainConfig()
+    assert tc.total_batch_size == 2 ** 19 and tc.max_lr == 6e-4 and tc.min_lr_ratio == 0.1
+    assert tc.warmup_steps == 715 and tc.max_steps == 19073 == int(10e9 / 2 ** 19)
+    assert (tc.weight_decay, tc.beta1, tc.beta2, tc.eps, tc.grad_clip) == (0.1, 0.9, 0.95, 1e-8, 1.0)
+    assert tc.total_batch_size % (tc.micro_batch_size * tc.seq_len * 8) == 0  # 8 GPUs, 1 micro step
+
+
+def test_decay_group_is_exactly_the_matrices():
+    model = tg.GPT(tiny_config())
+    decay, no_decay = model.configure_optimizers(0.1, 6e-4, (0.9, 0.95), 1e-8, "cpu").param_groups
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    names = {id(p): n for n, p in model.named_parameters()}  # the tied head appears once, as wte
+    assert {names[id(p)] for p in decay["params"]} == {n for n, p in model.named_parameters() if p.dim() >= 2}
+    assert {names[id(p)] for p in no_decay["params"]} == {n for n, p in model.named_parameters() if p.dim() < 2}
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+    assert "transformer.wte.weight" in {names[id(p)] for p in decay["params"]}
+    assert "transformer.h.0.ln_1.weight" in {names[id(p)] for p in no_decay["params"]}
+
+
+class FixedBatches:
+    """A loader that serves consecutive B-row slices of one fixed batch."""
+
+    def __init__(self, x, y, rows):
+        self.x, self.y, self.rows, self.i = x, y, rows, 0
+
+    def next_batch(self):
+        s = slice(self.i * self.rows, (self.i + 1) * self.rows)
+        self.i += 1
+        return self.x[s], self.y[s]
+
+
+def test_grad_accumulation_equals_one_big_batch():
+    torch.manual_seed(0)
+    x, y = torch.randint(0, 300, (8, 32)), torch.randint(0, 300, (8, 32))
+    results = []
+    for k in (1, 4):
+        torch.manual_seed(1)
+        model = tg.GPT(tiny_config())
+        opt = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 1e-8, "cpu")
+        loss, norm = tg.train_step(model, opt, FixedBatches(x, y, 8 // k), grad_accum_steps=k, lr=1e-3,
+                                   grad_clip=0.0, device="cpu", amp_dtype=torch.float32)
+        results.append((loss.item(), norm.item(), [p.grad.clone() for p in model.parameters()]))
+    (loss1, norm1, grads1), (loss4, norm4, grads4) = results
+    assert loss1 == pytest.approx(loss4, abs=1e-6)
+    assert norm1 == pytest.approx(norm4, rel=1e-5)
+    assert max((a - b).abs().max().item() for a, b in zip(grads1, grads4)) <= 1e-6
+
+
+# ------------------------------------------------------------------------------------------------
+# data loader
+# ------------------------------------------------------------------------------------------------
+
+def test_loader_ranks_read_disjoint_consecutive_windows(tmp_path):
+    sizes = (700, 450, 1000, 333)
+    stream = np.arange(sum(sizes))  # every token distinct: overlap would show
+    parts = np.split(stream, np.cumsum(sizes)[:-1])
+    write_shards(str(tmp_path), {"train": parts, "val": [stream[:100]]})
+    tok = gpt2_tokenizer()
+    for world in (2, 3):
+        loaders = [tg.TokenShardLoader(str(tmp_path), "train", 2, 16, tok, rank=r, world_size=world, shuffle=False)
+                   for r in range(world)]
+        seen = []
+        for _ in range(20):
+            xs = [l.next_batch() for l in loaders]
+            for x, y in xs:
+                assert torch.equal(x.flatten()[1:], y.flatten()[:-1])  # y is x shifted by one
+            seen.append(torch.cat([x.flatten() for x, _ in xs]))
+        seen = torch.cat(seen).numpy()
+        assert len(set(seen.tolist())) == len(seen)                 # no token twice across ranks and steps
+        assert np.array_equal(seen, stream[:len(seen)])             # nothing skipped, ranks in order
+
+
+def test_loader_crosses_shards_and_epochs_in_a_shuffled_order(tmp_path):
+    sizes = (301, 77, 512, 250, 129)
+    stream = np.arange(sum(sizes))
+    parts = np.split(stream, np.cumsum(sizes)[:-1])
+    write_shards(str(tmp_path), {"train": parts, "val": [stream[:100]]})
+    loader = tg.TokenShardLoader(str(tmp_path), "train", 3, 7, gpt2_tokenizer(), seed=5)
+    n = 3 * 7
+    got = np.concatenate([loader.next_batch()[0].flatten().numpy() for _ in range(3 * len(stream) // n + 2)])
+    epochs = []
+    for e in range(4):
+        order = np.random.default_rng([5, e]).permutation(len(parts))
+        epochs.append(np.concatenate([parts[i] for i in order]))
+    expected = np.concatenate(epochs)
+    assert np.array_equal(got, expected[:len(got)])  # shard and epoch boundaries: nothing lost or repeated
+    orders = [tuple(np.random.default_rng([5, e]).permutation(len(parts))) for e in range(3)]
+    assert len(set(orders)) > 1  # the order changes from epoch to epoch
+    assert loader.epoch == len(got) // len(stream)
+
+
+def test_loader_state_round_trips(tmp_path):
+    random_data(str(tmp_path), train_sizes=(400, 300, 500))
+    tok = gpt2_tokenizer()
+    a = tg.TokenShardLoader(str(tmp_path), "train", 2, 16, tok, rank=1, world_size=2, seed=3)
+    for _ in range(17):  # past the end of the first epoch
+        a.next_batch()
+    state = a.state_dict()
+    assert all(type(v) is int for v in state.values())  # loadable with weights_only=True
+    b = tg.TokenShardLoader(str(tmp_path), "train", 2, 16, tok, rank=1, world_size=2, seed=3)
+    b.load_state_dict(state)
+    for _ in range(10):
+        (xa, ya), (xb, yb) = a.next_batch(), b.next_batch()
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+# ------------------------------------------------------------------------------------------------
+# bad input: one-line errors naming the culprit
+# ------------------------------------------------------------------------------------------------
+
+def _expect_error(match, fn, *args, **kw):
+    with pytest.raises(tg.UserError) as e:
+        fn(*args, **kw)
+    message = str(e.value)
+    assert "\n" not in message
+    assert match in message, message
+    return message
+
+
+def _loader(data_dir, tokenizer=None):
+    loader = tg.TokenShardLoader(data_dir, "train", 2, 16, tokenizer or gpt2_tokenizer())
+    loader.next_batch()  # the first shard is opened (and verified) here
+    return loader
+
+
+def test_data_errors(tmp_path):
+    tok = gpt2_tokenizer()
+    _expect_error("does not exist", _loader, str(tmp_path / "missing"))
+    os.makedirs(tmp_path / "empty")
+    _expect_error("no shards in", _loader, str(tmp_path / "empty"))
+    write_shards(str(tmp_path / "none"), {"train": [], "val": [np.arange(100)]}, dtype="uint16")
+    _expect_error("lists no 'train' shards", _loader, str(tmp_path / "none"))
+
+    good = random_data(str(tmp_path / "trunc"))
+    path = os.path.join(good, "train_000000.npy")
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) - 10)
+    assert "train_000000.npy" in _expect_error("truncated", _loader, good)
+
+    good = random_data(str(tmp_path / "corrupt"))
+    path = os.path.join(good, "train_000000.npy")
+    data = bytearray(open(path, "rb").read())
+    data[-5] ^= 0xFF
+    open(path, "wb").write(bytes(data))
+    tg.TokenShardLoader(good, "train", 2, 16, tok)  # sizes are fine: caught at first open
+    assert "train_000000.npy" in _expect_error("sha256", _loader, good)
+
+    bad = write_shards(str(tmp_path / "vocab"), {"train": [np.full(500, 60000)], "val": [np.arange(100)]})
+    assert "train_000000.npy" in _expect_error("token id 60000 >= vocab size 50257", _loader, bad)
+
+    other = write_shards(str(tmp_path / "other"), {"train": [np.arange(500)], "val": [np.arange(100)]},
+                         identity="bpe:sha256:abc", spec="my.model", vocab_size=1024, eot_id=1023)
+    message = _expect_error("shards were tokenized with bpe:sha256:abc", _loader, other)
+    assert "tiktoken:gpt2" in message and "manifest.json" in message
+
+
+def test_flag_errors():
+    assert tg.parse_overrides(["--max_lr=1e-3", "--resume", "--compile=false", "--hellaswag=0", "--max_steps=7"]) == \
+        {"max_lr": 1e-3, "resume": True, "compile": "false", "hellaswag": False, "max_steps": 7}
+    assert tg.parse_overrides(["--resume=false"]) == {"resume": False}
+    message = _expect_error("unknown flag '--max_learning_rate'", tg.parse_overrides, ["--max_learning_rate=1"])
+    assert "--max_lr" in message and "--seq_len" in message  # lists the valid names
+    _expect_error("--max_steps=ten: expected int", tg.parse_overrides, ["--max_steps=ten"])
+    _expect_error("--max_lr=fast: expected float", tg.parse_overrides, ["--max_lr=fast"])
+    _expect_error("--resume=maybe: expected true/false/1/0", tg.parse_overrides, ["--resume=maybe"])
+    _expect_error("--dtype=fp8: expected one of", tg.parse_overrides, ["--dtype=fp8"])
+    _expect_error("--max_steps needs a value", tg.parse_overrides, ["--max_steps"])
+    _expect_error("unknown flag 'max_steps'", tg.parse_overrides, ["max_steps=3"])
+
+
+def test_batch_sizes_that_do_not_divide():
+    tc = tg.TrainConfig(total_batch_size=524288, micro_batch_size=48)
+    message = _expect_error("--total_batch_size=524288 is not divisible by", tg.validate_config, tc, 8)
+    assert "48 x 1024 x 8" in message
+    tg.validate_config(tg.TrainConfig(), 8)
+    _expect_error("--seq_len=2048 exceeds", tg.validate_config, tg.TrainConfig(seq_len=2048, total_batch_size=2048 * 64 * 8), 8)
+    _expect_error("--model=gpt5", tg.validate_config, tg.TrainConfig(model="gpt5"), 1)
+    _expect_error("--max_lr=nan: must be a positive number", tg.validate_config, tg.TrainConfig(max_lr=math.nan), 1)
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    for argv, match in [(["--nope=1"], "unknown flag '--nope'"),
+                        (["--seed=x"], "--seed=x: expected int"),
+                        (["--device=cpu", "--data_dir=" + str(tmp_path / "absent"), "--log_dir=" + str(tmp_path / "log")],
+                         "does not exist"),
+                        (["--device=cpu", "--micro_batch_size=3", "--log_dir=" + str(tmp_path / "log")], "not divisible")]:
+        with pytest.raises(SystemExit) as e:
+            tg.main(argv)
+        assert str(e.value).startswith("error: ") and match in str(e.value) and "\n" not in str(e.value)
+
+
+def test_pickled_checkpoint_is_refused(tmp_path):
+    path = str(tmp_path / "ckpt_000001.pt")
+    torch.save({"step": 1, "model": {}, "extra": fractions.Fraction(1, 3)}, path)
+    message = _expect_error("refused", tg.load_checkpoint, path)
+    assert path in message and "fractions.Fraction" in message
+    _expect_error("refused", tg.load_model_from_checkpoint, str(tmp_path))
+    open(tmp_path / "junk.pt", "wb").write(b"not a checkpoint")
+    _expect_error("not a readable checkpoint", tg.load_checkpoint, str(tmp_path / "junk.pt"))
+
+
+def test_help_lists_every_field(capsys):
+    assert tg.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for f in dataclasses.fields(tg.TrainConfig):
+        assert f"--{f.name}={f.default}" in out
+    assert "10e9 / 2**19 = 19,073 steps" in out  # the comment on max_steps
+    assert "tiny" in out and "gpt2-xl" in out
+
+
+# ------------------------------------------------------------------------------------------------
+# MFU bookkeeping
+# ------------------------------------------------------------------------------------------------
+
+def test_peak_flops_and_flops_per_token():
+    assert tg.peak_flops("NVIDIA H100 80GB HBM3") == 989e12
+    assert tg.peak_flops("NVIDIA H100 PCIe") == 756e12
+    assert tg.peak_flops("NVIDIA A100-SXM4-80GB") == 312e12
+    assert tg.peak_flops("NVIDIA L40S") == 362e12 and tg.peak_flops("NVIDIA L4") == 121e12
+    assert tg.peak_flops("Some Future GPU") is None
+    with torch.device("meta"):
+        model = tg.GPT(tg.GPTConfig())
+    # issue 7: ~855 MFLOP per token for 124M at T = 1024
+    assert tg.flops_per_token(model, 1024) == pytest.approx(855e6, rel=0.005)
+
+
+# ------------------------------------------------------------------------------------------------
+# whole runs
+# ------------------------------------------------------------------------------------------------
+
+def test_ddp_two_processes_match_one_process(corpus, tmp_path):
+    # Summing the micro-batch gradients in another order changes them by float32 rounding (~1e-7);
+    # Adam divides by sqrt(v), which enlarges that on near-zero gradients to a fraction of lr, so
+    # the weights are compared at a small lr where that stays far below 1e-5 (each step moves them ~lr).
+    common = tiny_run(corpus, "--max_steps=4", "--total_batch_size=256", "--max_lr=3e-4")
+    cli(*common, f"--log_dir={tmp_path / 'one'}")                  # 1 process x 4 micro steps x 2 x 32
+    cli(*common, f"--log_dir={tmp_path / 'two'}", nproc=2)         # 2 ranks x 2 micro steps x 2 x 32
+    one, two = train_records(tmp_path / "one"), train_records(tmp_path / "two")
+    assert sorted(one) == sorted(two) == [0, 1, 2, 3]
+    for s in one:
+        assert abs(one[s]["loss"] - two[s]["loss"]) <= 1e-5
+        assert one[s]["grad_norm"] == pytest.approx(two[s]["grad_norm"], rel=1e-5)  # gradients averaged, not summed
+    a = torch.load(tmp_path / "one" / "ckpt_000004.pt", weights_only=True)
+    b = torch.load(tmp_path / "two" / "ckpt_000004.pt", weights_only=True)
+    assert max((a["model"][k] - b["model"][k]).abs().max().item() for k in a["model"]) <= 1e-5
+    assert len(b["rng"]) == 2  # each rank's generators are saved
+    assert a["loader"] == b["loader"] == {"position": 4 * 256}
+
+
+def test_exact_resume(corpus, tmp_path):
+    common = tiny_run(corpus, "--max_steps=8", "--checkpoint_interval=100")
+    cli(*common, f"--log_dir={tmp_path / 'straight'}")
+    cli(*common, f"--log_dir={tmp_path / 'resumed'}", "--stop_step=4")
+    assert sorted(os.listdir(tmp_path / "resumed")) == ["ckpt_000004.pt", "log.txt", "metrics.jsonl"]
+    out = cli(f"--log_dir={tmp_path / 'resumed'}", "--resume", "--device=cpu").stdout  # settings come from the checkpoint
+    assert "resuming from" in out and "ckpt_000004.pt" in out
+    straight, resumed = train_losses(tmp_path / "straight"), train_losses(tmp_path / "resumed")
+    assert sorted(resumed) == list(range(8))
+    assert straight == resumed  # bit-identical floats
+    a = torch.load(tmp_path / "straight" / "ckpt_000008.pt", weights_only=True)
+    b = torch.load(tmp_path / "resumed" / "ckpt_000008.pt", weights_only=True)
+    assert a["model"].keys() == b["model"].keys()
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert a["optimizer"]["state"].keys() == b["optimizer"]["state"].keys()
+    assert all(torch.equal(a["optimizer"]["state"][i]["exp_avg_sq"], b["optimizer"]["state"][i]["exp_avg_sq"])
+               for i in a["optimizer"]["state"])
+    assert a["loader"] == b["loader"] and a["step"] == 8
+    assert set(a) >= {"model", "optimizer", "scaler", "step", "loader", "rng", "config", "model_config"}
+    assert set(a["rng"][0]) == {"python", "numpy", "torch", "cuda"}
+    model, spec = tg.load_model_from_checkpoint(str(tmp_path / "resumed" / "ckpt_000008.pt"))
+    assert spec == corpus.tokenizer_path and not model.training
+    assert torch.equal(model.transformer.h[1].mlp.c_fc.weight, a["model"]["transformer.h.1.mlp.c_fc.weight"])
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_path, monkeypatch):
+    log_dir = str(tmp_path / "log")
+    tg.main(tiny_run(corpus, f"--log_dir={log_dir}", "--max_steps=6", "--stop_step=2"))
+    good = torch.load(os.path.join(log_dir, "ckpt_000002.pt"), weights_only=True)
+    real_get_lr = tg.get_lr
+    monkeypatch.setattr(tg, "get_lr", lambda step, *a: math.nan if step == 2 else real_get_lr(step, *a))
+    with pytest.raises(SystemExit) as e:  # a NaN learning rate poisons the weights at step 2
+        tg.main([f"--log_dir={log_dir}", "--resume"])
+    message = str(e.value)
+    assert "step 3: loss is nan" in message and "ckpt_000002.pt" in message and "\n" not in message
+    assert sorted(p for p in os.listdir(log_dir) if p.endswith(".pt")) == ["ckpt_000002.pt"]
+    again = torch.load(os.path.join(log_dir, "ckpt_000002.pt"), weights_only=True)
+    assert all(torch.equal(good["model"][k], again["model"][k]) for k in good["model"])
+
+
+def test_short_run_learns_far_below_unigram_and_samples(corpus, tmp_path, capsys):
+    log_dir = str(tmp_path / "log")
+    tg.main(["--model=tiny", f"--data_dir={corpus.data_dir}", f"--tokenizer={corpus.tokenizer_path}",
+             f"--log_dir={log_dir}", "--micro_batch_size=8", "--seq_len=64", "--total_batch_size=512",
+             "--max_lr=1e-2", "--warmup_steps=10", "--max_steps=150", "--eval_interval=75", "--val_tokens=2048",
+             "--sample_interval=150", "--num_samples=2", "--sample_tokens=16", "--hellaswag=false", "--device=cpu"])
+    records = [json.loads(line) for line in open(os.path.join(log_dir, "metrics.jsonl"))]
+    val = [r for r in records if r["kind"] == "val"]
+    assert val[0]["step"] == 0 and val[0]["loss"] == pytest.approx(math.log(320), abs=0.2)  # untrained: uniform
+    final = val[-1]
+    assert final["step"] == 150
+    # The unigram baseline knows only token frequencies; the grammar makes the next token far more predictable.
+    assert final["loss"] < 0.5 * corpus.unigram_entropy, (final["loss"], corpus.unigram_entropy)
+    assert final["bits_per_byte"] == pytest.approx(final["loss"] / math.log(2) / corpus.bytes_per_token)
+    out = capsys.readouterr().out
+    samples = [r["text"] for r in records if r["kind"] == "sample"]
+    assert len(samples) == 2 and all(s.startswith("Hello, I'm a language model,") for s in samples)
+    assert all(len(s) > len("Hello, I'm a language model,") for s in samples)
+    assert "sample 0: " in out and "tok/s" in out and "bits/byte" in out
+    log_text = open(os.path.join(log_dir, "log.txt")).read()
+    assert "val loss" in log_text and "sample 1: " in log_text
