@@ -75,10 +75,22 @@ def cli(*args, nproc=None, check=True):
     return result
 
 
-def train_records(log_dir):
+def records_of(log_dir, kind):
     with open(os.path.join(log_dir, "metrics.jsonl")) as f:
-        records = [json.loads(line) for line in f]
-    return {r["step"]: r for r in records if r["kind"] == "train"}
+        return [r for r in map(json.loads, f) if r["kind"] == kind]
+
+
+def train_records(log_dir):
+    return {r["step"]: r for r in records_of(log_dir, "train")}
+
+
+def write_hellaswag(path, n):
+    """n examples in the official HellaSwag jsonl format."""
+    with open(path, "w") as f:
+        for i in range(n):
+            f.write(json.dumps({"ind": i, "ctx": "the cat sees", "label": i % 4, "endings": [
+                " the red ball.", " a green tree.", " the river.", " a big house."]}) + "\n")
+    return str(path)
 
 
 def train_losses(log_dir):
@@ -474,9 +486,15 @@ def test_ddp_two_processes_match_one_process(corpus, tmp_path):
     # Summing the micro-batch gradients in another order changes them by float32 rounding (~1e-7);
     # Adam divides by sqrt(v), which enlarges that on near-zero gradients to a fraction of lr, so
     # the weights are compared at a small lr where that stays far below 1e-5 (each step moves them ~lr).
-    common = tiny_run(corpus, "--max_steps=4", "--total_batch_size=256", "--max_lr=3e-4")
+    hellaswag = write_hellaswag(tmp_path / "hellaswag_val.jsonl", 7)  # odd: ranks get 4 and 3
+    common = tiny_run(corpus, "--max_steps=4", "--total_batch_size=256", "--max_lr=3e-4",
+                      "--hellaswag=true", f"--hellaswag_path={hellaswag}")
     cli(*common, f"--log_dir={tmp_path / 'one'}")                  # 1 process x 4 micro steps x 2 x 32
     cli(*common, f"--log_dir={tmp_path / 'two'}", nproc=2)         # 2 ranks x 2 micro steps x 2 x 32
+    hs_one, hs_two = (records_of(tmp_path / d, "hellaswag") for d in ("one", "two"))
+    assert [r["step"] for r in hs_one] == [r["step"] for r in hs_two] == [0, 3, 4]
+    assert all(r["total"] == 7 for r in hs_one + hs_two)  # the ranks' shares add up to the whole set
+    assert [r["acc_norm"] for r in hs_one] == [r["acc_norm"] for r in hs_two]
     one, two = train_records(tmp_path / "one"), train_records(tmp_path / "two")
     assert sorted(one) == sorted(two) == [0, 1, 2, 3]
     for s in one:
@@ -527,6 +545,18 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_path, mon
     assert sorted(p for p in os.listdir(log_dir) if p.endswith(".pt")) == ["ckpt_000002.pt"]
     again = torch.load(os.path.join(log_dir, "ckpt_000002.pt"), weights_only=True)
     assert all(torch.equal(good["model"][k], again["model"][k]) for k in good["model"])
+
+
+def test_hellaswag_is_skipped_without_data_and_bad_data_is_one_line(corpus, tmp_path, capsys):
+    log_dir = str(tmp_path / "log")
+    tg.main(tiny_run(corpus, f"--log_dir={log_dir}", "--max_steps=1", "--hellaswag=true",
+                     f"--hellaswag_path={tmp_path / 'absent.jsonl'}"))
+    assert f"HellaSwag skipped: {tmp_path / 'absent.jsonl'} not found" in capsys.readouterr().out
+    (tmp_path / "bad.jsonl").write_text('{"ctx": "x", "endings": ["a"], "label": 0}\n')
+    with pytest.raises(SystemExit) as e:
+        tg.main(tiny_run(corpus, f"--log_dir={log_dir}", "--max_steps=1", "--hellaswag=true",
+                         f"--hellaswag_path={tmp_path / 'bad.jsonl'}"))
+    assert "bad.jsonl:1" in str(e.value) and "\n" not in str(e.value)
 
 
 def test_short_run_learns_far_below_unigram_and_samples(corpus, tmp_path, capsys):

@@ -755,7 +755,10 @@ def _load_hellaswag(tc, log):
     if not os.path.exists(path):
         log.print(f"HellaSwag skipped: {path} not found (download it with hellaswag.py)")
         return None
-    return hellaswag, hellaswag.load_examples(path)
+    try:
+        return hellaswag, hellaswag.load_examples(path)
+    except ValueError as e:  # hellaswag.py names the file and line
+        raise UserError(str(e)) from None
 
 
 class RunLog:
