@@ -5,13 +5,14 @@ start from the 256 possible bytes of UTF-8 text, then repeatedly glue the most f
 adjacent pair of tokens into a new token, until the vocabulary has the size we want. Encoding
 replays those merges on new text; decoding just concatenates the bytes of each id.
 
-Reading order of this file:
-  1. constants: split patterns, the model file format, GPT-2's vocabulary files
+Reading order of this file (constants first: split patterns, model format, GPT-2's files):
+  1. GPT-2's vocabulary files (encoder.json + vocab.bpe) and its byte <-> character mapping
   2. pre-tokenization: cut text into chunks with a regex and count the unique chunks
   3. the trainer: the merge loop, incremental (only the chunks a merge touches are updated)
-  4. the Tokenizer: encode / decode, save / load, GPT-2 and tiktoken imports, tiktoken export
-  5. load_tokenizer(spec): the one door the other scripts get their tokenizer through
-  6. the command line: `python bpe.py train|encode|decode --help`
+  4. encoding one chunk: replay merges by rank, exactly as tiktoken does
+  5. the Tokenizer: encode / decode, save / load, GPT-2 and tiktoken imports, tiktoken export
+  6. load_tokenizer(spec): the one door the other scripts get their tokenizer through
+  7. the command line: `python bpe.py train|encode|decode --help`
 
     python bpe.py train --vocab-size 4096 --out shakespeare.model input.txt
     python bpe.py encode --model shakespeare.model "Hello world"
@@ -175,8 +176,9 @@ def _compiled(pattern):
     return regex.compile(pattern)
 
 
+@functools.lru_cache(maxsize=64)
 def _special_splitter(specials):
-    """A regex that finds any of the given special-token strings (longest first)."""
+    """A regex that finds any of the given special-token strings (a frozenset), longest first."""
     alternatives = sorted(specials, key=len, reverse=True)
     return regex.compile("(" + "|".join(regex.escape(s) for s in alternatives) + ")")
 
@@ -214,7 +216,7 @@ def count_chunks(documents, pattern, specials=(), workers=1, batch_chars=TRAIN_B
     This is the only pass over the raw text: everything after works on the (much smaller) set
     of unique chunks. With workers > 1 and more than one batch, batches are counted in worker
     processes; at most 2 batches per worker are in flight, so memory stays bounded."""
-    specials = tuple(sorted(specials))
+    specials = frozenset(specials)
     batches = _batches(documents, batch_chars)
     if progress:
         from tqdm import tqdm
@@ -250,10 +252,12 @@ def train_merges(chunk_counts, vocab, n_new, progress=False):
       - pair_counts holds the count of every adjacent pair, and `where` which chunks hold it;
       - a merge visits only the chunks in where[pair] and adjusts the counts of the pairs
         around each occurrence (left neighbour, right neighbour), nothing else;
-      - the top pair comes from a heap of (-count, pair). Counts only fall after a pair was
-        pushed (except at its creation, when we push it), so a popped entry whose count is
-        stale is pushed back with its current count ("lazy invalidation"). Equal counts pop
-        in (first id, second id) order: the result never depends on document or dict order.
+      - the top pair comes from a heap of (-count, pair). Whenever a pair gains count (in
+        practice only in the merge that creates it) it is pushed; other merges can only lower
+        its count. So a popped entry whose count no longer matches is stale: push it back with
+        the current count and pop again ("lazy invalidation"), rather than fixing the heap on
+        every change. Equal counts pop in (first id, second id) order, so the result never
+        depends on document order.
     """
     words = [list(chunk.encode("utf-8")) for chunk in chunk_counts]
     counts = list(chunk_counts.values())
@@ -277,7 +281,7 @@ def train_merges(chunk_counts, vocab, n_new, progress=False):
         bar = tqdm(total=n_new, desc="merges", unit="merge", disable=None)
     while len(merges) < n_new and heap:
         negative_count, pair = heapq.heappop(heap)
-        count = pair_counts[pair]
+        count = pair_counts.get(pair, 0)
         if count != -negative_count:  # stale entry: the pair was partly eaten by other merges
             if count > 0:
                 heapq.heappush(heap, (-count, pair))
@@ -465,7 +469,7 @@ class Tokenizer:
                              f"got {allowed_special!r}")
         disallowed = set(self.special_tokens) - allowed
         if disallowed:
-            found = _special_splitter(disallowed).search(text)
+            found = _special_splitter(frozenset(disallowed)).search(text)
             if found:
                 raise ValueError(f"text contains the special token {found.group()!r}; pass "
                                  f"allowed_special='all' (or a set) to encode it as a special "
@@ -473,7 +477,7 @@ class Tokenizer:
         if not allowed:
             return self.encode_ordinary(text)
         ids = []
-        pieces = _special_splitter(allowed).split(text)
+        pieces = _special_splitter(frozenset(allowed)).split(text)
         for k, piece in enumerate(pieces):  # split() alternates: text, special, text, ...
             if k % 2:
                 ids.append(self.special_tokens[piece])
@@ -487,6 +491,7 @@ class Tokenizer:
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
 
     def decode_bytes(self, ids):
+        """The raw bytes of `ids` (special tokens as their UTF-8 text)."""
         parts = []
         for i in ids:
             token = self.vocab.get(i)
@@ -764,7 +769,7 @@ def read_text_file(path, safe_cuts, piece_chars=TRAIN_BATCH_CHARS):
             if not block:
                 break
             if safe_cuts and len(text) >= piece_chars:
-                cut = _last_safe_cut(text)
+                cut = _last_safe_cut(text, len(text) - len(block) - 2)  # only look at the new part
                 if cut:
                     yield text[:cut]
                     text = text[cut:]
@@ -772,12 +777,14 @@ def read_text_file(path, safe_cuts, piece_chars=TRAIN_BATCH_CHARS):
         yield text
 
 
-def _last_safe_cut(text):
-    i = text.rfind("\n", 0, len(text) - 1)
-    while i > 0:
+def _last_safe_cut(text, start=0):
+    """Index just after the last newline in text[start:] with a non-space on both sides, or 0."""
+    start = max(start, 1)
+    i = text.rfind("\n", start, len(text) - 1)
+    while i >= start:
         if not text[i - 1].isspace() and not text[i + 1].isspace():
             return i + 1
-        i = text.rfind("\n", 0, i)
+        i = text.rfind("\n", start, i)
     return 0
 
 

@@ -213,6 +213,16 @@ def test_gpt2_from_tiktoken_rank_file(tmp_path, gpt2, gpt2_reference):
     assert tok.encode(HELD_OUT, allowed_special="all") == gpt2_reference.encode(HELD_OUT, allowed_special="all")
 
 
+def test_malformed_tiktoken_rank_file_names_the_line(tmp_path):
+    path = tmp_path / "bad.tiktoken"
+    path.write_bytes(b"".join(base64.b64encode(bytes([i])) + b" %d\n" % i for i in range(256)) + b"YWI= x\n")
+    with pytest.raises(ValueError, match="bad.tiktoken:257: expected 'base64-token rank'"):
+        bpe.Tokenizer.from_tiktoken_file(path)
+    path.write_bytes(b"".join(base64.b64encode(bytes([i])) + b" %d\n" % i for i in range(256)) + b"YWJj 256\n")
+    with pytest.raises(ValueError, match="not a merge of two lower-ranked tokens"):
+        bpe.Tokenizer.from_tiktoken_file(path)  # "abc" without "ab" or "bc" below it
+
+
 def test_gpt2_vocab_files_are_openais(gpt2):
     files = bpe.gpt2_vocab_files()
     for name, path in files.items():
