@@ -265,8 +265,13 @@ def tokenize_documents(texts, tokenizer, dtype):
     encode_to_numpy with no special tokens allowed or disallowed is encode_ordinary (a literal
     "<|endoftext|>" inside a document stays plain text) but returns a numpy buffer, skipping a
     Python int per token."""
-    encoded = [tokenizer.encoding.encode_to_numpy(t, allowed_special=set(), disallowed_special=())
-               for t in texts]
+    encoded = []
+    for i, text in enumerate(texts):
+        try:
+            encoded.append(tokenizer.encoding.encode_to_numpy(text, allowed_special=set(), disallowed_special=()))
+        except UnicodeEncodeError:   # lone surrogates (e.g. from JSON "\ud800"): as tiktoken's
+            texts[i] = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")  # encode() does
+            encoded.append(tokenizer.encoding.encode_to_numpy(texts[i], allowed_special=set(), disallowed_special=()))
     lengths = np.array([len(a) + 1 for a in encoded], dtype=np.int64)
     out = np.empty(int(lengths.sum()), dtype=dtype)
     start = 0
@@ -274,13 +279,13 @@ def tokenize_documents(texts, tokenizer, dtype):
         out[start] = tokenizer.eot_id
         out[start + 1:start + n] = a
         start += n
-    nbytes = np.array([len(t.encode("utf-8", "surrogatepass")) for t in texts], dtype=np.int64)
+    nbytes = np.array([len(t.encode("utf-8")) for t in texts], dtype=np.int64)
     return out, lengths, nbytes
 
 
 def _tokenize_task(task):
     meta, texts, dtype = task
-    return (meta,) + tokenize_documents(texts, _worker_tokenizer, dtype)
+    return (meta,) + tokenize_documents(list(texts), _worker_tokenizer, dtype)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -384,12 +389,10 @@ def _load_previous(out_dir, config):
     progress_path, manifest_path = os.path.join(out_dir, PROGRESS), os.path.join(out_dir, MANIFEST)
     previous = None
     if os.path.exists(progress_path):
-        with open(progress_path) as f:
-            previous = json.load(f)
+        previous = _read_json(progress_path, out_dir)
         old = previous.get("config", {})
     elif os.path.exists(manifest_path):
-        with open(manifest_path) as f:
-            manifest = json.load(f)
+        manifest = _read_json(manifest_path, out_dir)
         old = {k: manifest.get(k) for k in ("format", "version", "source", "tokenizer", "dtype", "shard_tokens")}
     else:
         return None, False
@@ -400,19 +403,33 @@ def _load_previous(out_dir, config):
     complete = os.path.exists(manifest_path)
     if previous is None or complete:
         return None, complete
+    # The shards we keep must be exactly the ones recorded: their checksums go in the manifest.
     for split in SPLITS:
         for shard in previous["splits"][split]["shards"]:
             path = os.path.join(out_dir, shard["file"])
-            expected = None
-            if os.path.exists(path):
-                with open(path, "rb") as f:
-                    np.lib.format.read_magic(f)
-                    shape, _, _ = np.lib.format.read_array_header_1_0(f)
-                expected = shape[0] if len(shape) == 1 else None
-            if expected != shard["tokens"]:
-                raise ValueError(f"{path} is missing or not the shard {progress_path} lists; "
-                                 f"delete {out_dir} and start again")
+            if _file_sha256(path) != shard["sha256"]:
+                raise ValueError(f"{path} is missing or differs from the shard {progress_path} "
+                                 f"records; delete {out_dir} and start again")
     return previous, False
+
+
+def _read_json(path, out_dir):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read {path} ({_one_line(e)}); delete {out_dir} and start again") from None
+
+
+def _file_sha256(path):
+    sha = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 24):
+                sha.update(chunk)
+    except OSError:
+        return None
+    return sha.hexdigest()
 
 
 class _StopBuild(Exception):

@@ -155,11 +155,11 @@ def test_txt_files_are_one_document_each(tmp_path, docs):
 
 def test_encoder_matches_encode_ordinary_on_special_text(docs):
     tok = bpe.load_tokenizer("gpt2")
-    texts = docs[:10] + ["<|endoftext|>", "", "a<|endoftext|>b"]
+    texts = docs[:10] + ["<|endoftext|>", "", "a<|endoftext|>b", "lone \ud800 surrogate"]
     flat, lengths, nbytes = fineweb.tokenize_documents(texts, tok, np.uint16)
     assert np.array_equal(flat, np.concatenate([[EOT] + ENC.encode_ordinary(t) for t in texts]))
     assert lengths.tolist() == [1 + len(ENC.encode_ordinary(t)) for t in texts]
-    assert nbytes.tolist() == [len(t.encode()) for t in texts]
+    assert nbytes.tolist() == [len(t.encode("utf-8", "replace")) for t in texts]
 
 
 def test_vocab_over_65536_gives_uint32(tmp_path):
@@ -262,6 +262,20 @@ def test_lost_progress_file_restarts_and_still_matches(tmp_path, reference_build
     os.remove(os.path.join(out, "train_000003.npy"))
     fineweb.build_from_source(out, src, **kw)
     assert dir_bytes(out) == reference
+
+
+def test_resume_refuses_a_damaged_shard(tmp_path, reference_build):
+    src, _ = reference_build
+    out = str(tmp_path / "out")
+    kw = dict(val_fraction=VAL_FRACTION, shard_tokens=SHARD, workers=0, progress=False)
+    fineweb.build_from_source(out, src, stop_after_shards=4, **kw)
+    with open(os.path.join(out, "train_000001.npy"), "r+b") as f:
+        f.seek(-1, os.SEEK_END)
+        last = f.read(1)[0]
+        f.seek(-1, os.SEEK_END)
+        f.write(bytes([last ^ 1]))   # one flipped bit: the recorded checksum no longer holds
+    with pytest.raises(ValueError, match=r"train_000001.npy is missing or differs"):
+        fineweb.build_from_source(out, src, **kw)
 
 
 def test_killed_cli_run_resumes_byte_identical(tmp_path, docs):
