@@ -437,7 +437,10 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
                         (["--seed=x"], "--seed=x: expected int"),
                         (["--device=cpu", "--data_dir=" + str(tmp_path / "absent"), "--log_dir=" + str(tmp_path / "log")],
                          "does not exist"),
-                        (["--device=cpu", "--micro_batch_size=3", "--log_dir=" + str(tmp_path / "log")], "not divisible")]:
+                        (["--device=cpu", "--micro_batch_size=3", "--log_dir=" + str(tmp_path / "log")], "not divisible"),
+                        (["--device=cpu", "--tokenizer=" + str(tmp_path / "no.model"), "--log_dir=" + str(tmp_path / "log")],
+                         "no.model"),
+                        (["--device=cpu", "--resume", "--log_dir=" + str(tmp_path / "log")], "no ckpt_*.pt checkpoint in")]:
         with pytest.raises(SystemExit) as e:
             tg.main(argv)
         assert str(e.value).startswith("error: ") and match in str(e.value) and "\n" not in str(e.value)

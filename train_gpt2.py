@@ -889,7 +889,10 @@ def _train(tc, overrides, run, log):
     amp_dtype = resolve_dtype(tc.dtype, run.device_type)
     use_compile = tc.compile == "true" or (tc.compile == "auto" and run.device_type == "cuda")
 
-    tokenizer = bpe.load_tokenizer(tc.tokenizer)
+    try:
+        tokenizer = bpe.load_tokenizer(tc.tokenizer)
+    except ValueError as e:  # bpe.py's message names the spec
+        raise UserError(f"--tokenizer={tc.tokenizer}: {e}") from None
     B, T = tc.micro_batch_size, tc.seq_len
     grad_accum_steps = tc.total_batch_size // (B * T * run.world_size)
     train_loader = TokenShardLoader(tc.data_dir, "train", B, T, tokenizer, rank=run.rank,
@@ -938,7 +941,7 @@ def _train(tc, overrides, run, log):
     log.print(f"model {tc.model}: {n_params:,} parameters ({config.n_layer} layers, {config.n_head} heads,"
               f" width {config.n_embd}, vocab {config.vocab_size} padded to {config.padded_vocab_size})")
     log.print(f"device {device_name} x {run.world_size}, autocast {str(amp_dtype).removeprefix('torch.')},"
-              f" compile {use_compile}; batch {tc.total_batch_size:,} tokens = {run.world_size} ranks x"
+              f" compile {use_compile}; batch {tc.total_batch_size:,} tokens = {run.world_size} processes x"
               f" {grad_accum_steps} micro steps x {B} x {T}")
     log.print(f"data {tc.data_dir}: {train_loader.tokens_per_epoch:,} train tokens"
               f" ({tc.max_steps * tc.total_batch_size / train_loader.tokens_per_epoch:.2f} epochs),"
