@@ -562,6 +562,21 @@ def test_hellaswag_is_skipped_without_data_and_bad_data_is_one_line(corpus, tmp_
     assert "bad.jsonl:1" in str(e.value) and "\n" not in str(e.value)
 
 
+def test_trains_on_the_shards_fineweb_py_writes(corpus, tmp_path):
+    """The format is implemented twice (fineweb.py writes, this trainer reads): they must agree."""
+    import fineweb
+    assert tg.TrainConfig().data_dir == fineweb.default_out_dir("fineweb-edu")
+    docs = grammar_documents(400, seed=1)
+    os.makedirs(tmp_path / "txt")
+    for i in range(40):  # one document per .txt file
+        (tmp_path / "txt" / f"doc{i:02d}.txt").write_text("\n".join(docs[i * 10:(i + 1) * 10]))
+    subprocess.run([sys.executable, os.path.join(HERE, "fineweb.py"), "--source", str(tmp_path / "txt"),
+                    "--tokenizer", corpus.tokenizer_path, "--out", str(tmp_path / "shards"), "--workers", "0",
+                    "--quiet", "--val-fraction", "0.2", "--shard-tokens", "5000"], check=True, capture_output=True)
+    out = cli(*tiny_run(corpus, "--max_steps=3"), f"--data_dir={tmp_path / 'shards'}", f"--log_dir={tmp_path / 'log'}").stdout
+    assert "bits/byte" in out and os.path.exists(tmp_path / "log" / "ckpt_000003.pt")
+
+
 def test_short_run_learns_far_below_unigram_and_samples(corpus, tmp_path, capsys):
     log_dir = str(tmp_path / "log")
     tg.main(["--model=tiny", f"--data_dir={corpus.data_dir}", f"--tokenizer={corpus.tokenizer_path}",

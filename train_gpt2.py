@@ -79,7 +79,7 @@ class TrainConfig:
     # What to train, on what.
     model: str = "gpt2"                    # model shape, a key of MODEL_PRESETS (gpt2 = 124M)
     tokenizer: str = "gpt2"                # "gpt2" (tiktoken) or a bpe.py .model file; must match the shards' manifest
-    data_dir: str = "data/fineweb-edu-10B"  # token shards + manifest.json written by fineweb.py
+    data_dir: str = "data/fineweb-edu"     # token shards + manifest.json, where `python fineweb.py` writes FineWeb-Edu's 10B sample
     log_dir: str = "log"                   # log.txt, metrics.jsonl and ckpt_*.pt are written here
     # Batch. The GPT-3 paper trains its 125M model with 0.5M-token batches (Table 2.1).
     total_batch_size: int = 524288         # tokens per optimizer step: 2**19 = 524,288 ~ 0.5M, summed over GPUs and micro steps
