@@ -336,6 +336,9 @@ def train_merges(chunk_counts, vocab, n_new, progress=False):
 
 
 NO_MERGE = sys.maxsize  # "rank" of a pair whose concatenation is not a token: larger than any rank
+# Chunks longer than this (bytes) use the heap version: same ids, O(n log n) instead of O(n^2).
+# Spaceless scripts (Chinese, Japanese, Thai) make chunks of a whole sentence or paragraph.
+LONG_CHUNK_BYTES = 256
 
 
 def bpe_encode_chunk(chunk, ranks):
@@ -344,10 +347,12 @@ def bpe_encode_chunk(chunk, ranks):
 
     This is tiktoken's algorithm, so the ids are tiktoken's: a chunk that is itself a token is
     that token; among equal ranks the leftmost pair merges first. pair_ranks[i] is the rank of
-    parts[i] + parts[i+1]; after a merge only its two neighbours change. Quadratic in the chunk
-    length in the worst case, which is fine for chunks (words); encode_ordinary caches chunks."""
+    parts[i] + parts[i+1]; after a merge only its two neighbours change. Each merge scans the
+    list for the minimum, fine for words; long chunks go to bpe_encode_long_chunk."""
     if chunk in ranks:
         return [ranks[chunk]]
+    if len(chunk) > LONG_CHUNK_BYTES:
+        return bpe_encode_long_chunk(chunk, ranks)
     parts = [chunk[i:i + 1] for i in range(len(chunk))]
     pair_ranks = [ranks.get(parts[i] + parts[i + 1], NO_MERGE) for i in range(len(parts) - 1)]
     while pair_ranks:
@@ -362,6 +367,40 @@ def bpe_encode_chunk(chunk, ranks):
         if i < len(pair_ranks):
             pair_ranks[i] = ranks.get(parts[i] + parts[i + 1], NO_MERGE)
     return [ranks[part] for part in parts]
+
+
+def bpe_encode_long_chunk(chunk, ranks):
+    """The same merges as bpe_encode_chunk, with a heap instead of a scan per merge.
+
+    Parts are a linked list over byte offsets: the part starting at s ends at end[s] (0 once
+    it has been absorbed by its left neighbour). The heap holds (rank, s) for the pair that
+    starts at s; entries go stale when a neighbour merges, and are skipped when popped
+    (popping the smallest (rank, s) is "lowest rank, leftmost first", as in tiktoken)."""
+    n = len(chunk)
+    end = list(range(1, n + 1))
+    previous = list(range(-1, n - 1))  # previous[s]: start of the part before the one at s
+
+    def pair_rank(s):  # rank of the part at s glued to the part after it, or None
+        return ranks.get(chunk[s:end[end[s]]]) if end[s] < n else None
+
+    heap = [(ranks[chunk[s:s + 2]], s) for s in range(n - 1) if chunk[s:s + 2] in ranks]
+    heapq.heapify(heap)
+    while heap:
+        rank, s = heapq.heappop(heap)
+        if end[s] == 0 or pair_rank(s) != rank:
+            continue  # stale: this part was absorbed, or its right neighbour changed
+        absorbed = end[s]
+        end[s], end[absorbed] = end[absorbed], 0
+        if end[s] < n:
+            previous[end[s]] = s
+        for t in (previous[s], s):  # the two pairs that changed
+            if t >= 0 and (rank := pair_rank(t)) is not None:
+                heapq.heappush(heap, (rank, t))
+    ids, s = [], 0
+    while s < n:
+        ids.append(ranks[chunk[s:end[s]]])
+        s = end[s]
+    return ids
 
 
 # ----------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import os
 import random
 import subprocess
 import sys
+import unittest.mock
 
 import pytest
 import tiktoken
@@ -150,6 +151,21 @@ def test_fuzz_adversarial_pieces(trained, trained_tiktoken, gpt2, gpt2_reference
     assert trained.decode(trained.encode_ordinary(text)) == text
     assert trained.encode_ordinary(text) == trained_tiktoken.encode_ordinary(text)
     assert gpt2.encode_ordinary(text) == gpt2_reference.encode_ordinary(text)
+
+
+@settings(max_examples=100, deadline=None)
+@given(text=st.lists(st.sampled_from(["a", "b", "ab", "é", "中文", "🤖", "\u200d", "aaaa"]), max_size=300).map("".join))
+def test_long_chunk_algorithm_equals_the_simple_one(gpt2, text):
+    chunk = text.encode("utf-8")
+    with unittest.mock.patch.object(bpe, "LONG_CHUNK_BYTES", len(chunk)):  # force the simple one
+        simple = bpe.bpe_encode_chunk(chunk, gpt2._ranks)
+    if chunk not in gpt2._ranks:  # (the simple one returns a whole-chunk token directly)
+        assert bpe.bpe_encode_long_chunk(chunk, gpt2._ranks) == simple
+
+
+def test_long_spaceless_text_is_exact_and_not_quadratic(gpt2, gpt2_reference):
+    text = "".join(chr(0x4E00 + (i * 7919) % 20000) for i in range(20000)) + "a" * 5000
+    assert gpt2.encode_ordinary(text) == gpt2_reference.encode_ordinary(text)  # seconds if quadratic
 
 
 def test_special_token_rules_follow_tiktoken(trained):
