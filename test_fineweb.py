@@ -175,6 +175,30 @@ def test_vocab_over_65536_gives_uint32(tmp_path):
     assert tokens.tolist() == [70000] + ENC.encode_ordinary("train text") + [70000] + ENC.encode_ordinary("more train")
 
 
+def test_bpe_model_file_tokenizer(tmp_path, docs):
+    model = str(tmp_path / "tiny.model")
+    bpe.Tokenizer().train("\n".join(docs), vocab_size=300, special_tokens=[bpe.EOT]).save(model)
+    tok = bpe.load_tokenizer(model)
+    src = write_jsonl(tmp_path / "c.jsonl", docs)
+    out = str(tmp_path / "out")
+    fineweb.main(["--source", src, "--tokenizer", model, "--out", out, "--shard-tokens", "5000",
+                  "--val-fraction", str(VAL_FRACTION), "--workers", "2", "--quiet"])
+    with open(os.path.join(out, "manifest.json")) as f:
+        m = json.load(f)
+    with open(model, "rb") as f:
+        identity = "bpe:sha256:" + hashlib.sha256(f.read()).hexdigest()
+    assert m["tokenizer"] == {"spec": model, "identity": identity, "vocab_size": 300, "eot_id": tok.eot_id}
+    assert m["dtype"] == "uint16"
+    expected = expected_split(docs)
+    for split in ("val", "train"):
+        tokens = read_tokens(out, m, split)
+        cuts = np.flatnonzero(tokens == tok.eot_id)
+        assert len(cuts) == len(expected[split]) and cuts[0] == 0
+        decoded = [tok.decode(tokens[a + 1:b].tolist()) for a, b in zip(cuts, list(cuts[1:]) + [len(tokens)])]
+        assert decoded == expected[split]
+        assert m["splits"][split]["tokens"] == len(tokens)
+
+
 # ---- the embedded corpus and the issue-6 helpers ---------------------------------------------
 
 def test_pydocs_corpus_is_deterministic_and_offline():
