@@ -31,13 +31,7 @@ import torch
 import torch.nn.functional as F
 
 import bpe
-
-try:  # train_gpt2 is only needed by the command line (to build a model); the core stands alone
-    import train_gpt2
-except ModuleNotFoundError as e:  # pragma: no cover - only while train_gpt2.py does not exist
-    if e.name != "train_gpt2":
-        raise
-    train_gpt2 = None
+import train_gpt2  # the model (GPT), checkpoints and device choice; it imports us only lazily
 
 # ----------------------------------------------------------------------------------------------
 # Data: the official jsonl files, downloaded once into a cache folder
@@ -203,10 +197,14 @@ def score_batch(model, rendered, device):
     with autocast_for(device):
         logits, _ = model(tokens[:, :-1])
     targets, scored = tokens[:, 1:], mask[:, 1:]
-    # cross-entropy on the ending positions only (in fp32): a fraction of the full (rows, L, vocab)
-    token_loss = F.cross_entropy(logits[scored].float(), targets[scored], reduction="none")
-    row_of_token = scored.nonzero()[:, 0]
-    sum_loss = torch.zeros(rows, device=token_loss.device).index_add_(0, row_of_token, token_loss)
+    # Cross-entropy (in fp32) of the ending positions only, one example's 4 rows at a time: the
+    # temporaries stay small (~25 MB) instead of copying a large part of the (rows, L, vocab) logits.
+    sum_loss = torch.zeros(rows, device=logits.device)
+    for r in range(0, rows, NUM_ENDINGS):
+        sel = scored[r:r + NUM_ENDINGS]
+        token_loss = F.cross_entropy(logits[r:r + NUM_ENDINGS][sel].float(), targets[r:r + NUM_ENDINGS][sel],
+                                     reduction="none")
+        sum_loss[r:r + NUM_ENDINGS].index_add_(0, sel.nonzero()[:, 0], token_loss)
     mean_loss = sum_loss / scored.sum(dim=1)
     return sum_loss.view(-1, NUM_ENDINGS).cpu(), mean_loss.view(-1, NUM_ENDINGS).cpu()
 
@@ -279,16 +277,14 @@ def main(argv=None):
     try:  # data first: a bad file or no network should fail before a big model is loaded
         path = args.data or download(args.split, args.cache_dir)
         examples = load_examples(path)[:args.limit]
-        if train_gpt2 is None:  # pragma: no cover
-            raise ValueError("train_gpt2.py is needed to load a model and was not found")
         device = args.device or train_gpt2.pick_device()
         if args.checkpoint:
             model, spec = train_gpt2.load_model_from_checkpoint(args.checkpoint, device=device)
         else:
             model, spec = train_gpt2.GPT.from_pretrained(args.model), "gpt2"
         tokenizer = bpe.load_tokenizer(args.tokenizer or spec)
-    except (ValueError, OSError) as e:
-        raise SystemExit(f"hellaswag.py: {e}")
+    except (ValueError, OSError) as e:  # OSError: missing files, no network (Hugging Face Hub, tiktoken)
+        raise SystemExit("hellaswag.py: " + " ".join(str(e).split()))  # one line, whatever the library wrote
     model.to(device)
     start = time.time()
     counts = evaluate(model, examples, tokenizer, device, batch_size=args.batch_size, progress=True)

@@ -99,18 +99,33 @@ def rigged(examples, tok, for_label):
     return RiggedModel(rows)
 
 
+class FoldedTokenizer:
+    """GPT-2's tokens folded into SMALL_VOCAB ids, for the random-model tests: the logits are
+    (rows, T, vocab), so a small vocabulary makes those tests ~50x cheaper. Scoring does not care
+    what the ids mean; the real vocabulary is used by the rendering, rigged-model and GPT tests."""
+
+    def __init__(self, tok):
+        self.tok = tok
+
+    def encode_ordinary(self, text):
+        return [t % SMALL_VOCAB for t in self.tok.encode_ordinary(text)]
+
+
+SMALL_VOCAB = 1000
+
+
 class TinyCausalLM(nn.Module):
     """A random one-block causal transformer: enough to make padding/batching bugs visible."""
 
-    def __init__(self, d=32, block_size=None, seed=0):
+    def __init__(self, d=32, block_size=None, seed=0, vocab=SMALL_VOCAB):
         super().__init__()
         torch.manual_seed(seed)
         self.config = type("Config", (), {"block_size": block_size})()
-        self.wte, self.wpe = nn.Embedding(VOCAB, d), nn.Embedding(512, d)
+        self.wte, self.wpe = nn.Embedding(vocab, d), nn.Embedding(512, d)
         self.ln1, self.ln2, self.ln_f = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
         self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
         self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
-        self.head = nn.Linear(d, VOCAB, bias=False)
+        self.head = nn.Linear(d, vocab, bias=False)
         self.drop = nn.Dropout(0.5)  # must be off during evaluation (evaluate() calls .eval())
         self.seen_lengths = []
 
@@ -246,7 +261,7 @@ def test_rigged_models_score_100_and_0_percent(examples, tok, batch_size):
 
 
 def test_batched_scoring_equals_one_at_a_time(examples, tok):
-    model = TinyCausalLM().eval()
+    model, tok = TinyCausalLM().eval(), FoldedTokenizer(tok)
     rendered = [hellaswag.render_example(ex, tok) for ex in examples]
     assert len({r[0].size(1) for r in rendered}) > 5  # rows of many lengths -> real padding
     one = [hellaswag.score_batch(model, [r], "cpu") for r in rendered]
@@ -260,20 +275,19 @@ def test_batched_scoring_equals_one_at_a_time(examples, tok):
     losses = F.cross_entropy(logits[:, :-1].transpose(1, 2), tokens[:, 1:], reduction="none") * mask[:, 1:]
     torch.testing.assert_close(one_sum[0], losses.sum(1), rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(one_mean[0], losses.sum(1) / mask.sum(1), rtol=1e-5, atol=1e-5)
-    # evaluate() agrees with itself at any batch size
-    counts = [hellaswag.evaluate(model, examples, tok, "cpu", batch_size=b) for b in (1, 5, 64)]
-    assert counts[0] == counts[1] == counts[2]
+    # evaluate() in batches (sorted by length) counts what one-at-a-time scoring picks
+    counts = hellaswag.evaluate(model, examples, tok, "cpu", batch_size=5)
     labels = torch.tensor([ex["label"] for ex in examples])
-    assert counts[0]["correct"] == int((one_sum.argmin(1) == labels).sum())
-    assert counts[0]["correct_norm"] == int((one_mean.argmin(1) == labels).sum())
+    assert counts == {"total": len(examples), "correct": int((one_sum.argmin(1) == labels).sum()),
+                      "correct_norm": int((one_mean.argmin(1) == labels).sum())}
 
 
 def test_split_over_ranks_sums_to_single_process(examples, tok):
-    model = TinyCausalLM(seed=1)
-    single = hellaswag.evaluate(model, examples, tok, "cpu", batch_size=4)
+    model, folded = TinyCausalLM(seed=1), FoldedTokenizer(tok)
+    single = hellaswag.evaluate(model, examples, folded, "cpu", batch_size=4)
     assert single["total"] == len(examples)
-    for world_size in (2, 3):
-        parts = [hellaswag.evaluate(model, examples, tok, "cpu", rank=r, world_size=world_size, batch_size=4)
+    for world_size in (2, 5):  # 23 examples: uneven shares
+        parts = [hellaswag.evaluate(model, examples, folded, "cpu", rank=r, world_size=world_size, batch_size=4)
                  for r in range(world_size)]
         assert [p["total"] for p in parts] == [len(examples[r::world_size]) for r in range(world_size)]
         assert {k: sum(p[k] for p in parts) for k in single} == single
@@ -284,7 +298,7 @@ def test_split_over_ranks_sums_to_single_process(examples, tok):
 
 
 def test_evaluate_restores_mode_respects_block_size_and_shows_progress(examples, tok, capsys):
-    model = TinyCausalLM(block_size=40).train()
+    model, tok = TinyCausalLM(block_size=40).train(), FoldedTokenizer(tok)
     counts = hellaswag.evaluate(model, examples[:6], tok, "cpu", batch_size=2, progress=True)
     assert counts["total"] == 6
     assert model.training  # restored after evaluation
@@ -353,3 +367,52 @@ def test_cli_help_and_bad_input_are_one_line_errors(tmp_path, examples, capsys, 
     monkeypatch.setattr(hellaswag, "DATA_URL", "http://127.0.0.1:9/hellaswag_{split}.jsonl")
     with pytest.raises(SystemExit, match=r"^hellaswag.py: could not download .*; pass --data PATH"):
         hellaswag.main(["--model", "gpt2", "--cache-dir", str(tmp_path / "c")])
+
+
+def _tiny_gpt(seed=0):
+    import train_gpt2
+    torch.manual_seed(seed)
+    config = train_gpt2.GPTConfig(**train_gpt2.MODEL_PRESETS["tiny"])  # block_size 64: contexts get truncated
+    return train_gpt2.GPT(config).eval()
+
+
+def test_cli_evaluates_a_saved_gpt_and_a_checkpoint(tmp_path, examples, tok, capsys):
+    import dataclasses
+    import subprocess
+    import sys
+    import train_gpt2
+    data = write_jsonl(tmp_path / "hellaswag_val.jsonl", examples)
+    model = _tiny_gpt()
+    expected = hellaswag.evaluate(model, examples, tok, "cpu")
+    # Hugging Face format directory, in-process
+    model.save_pretrained(str(tmp_path / "hf"))
+    assert hellaswag.main(["--model", str(tmp_path / "hf"), "--data", data, "--device", "cpu",
+                           "--batch-size", "5"]) == expected
+    n = len(examples)
+    assert (f"acc {expected['correct'] / n:.4f} ({expected['correct']}/{n}) acc_norm "
+            f"{expected['correct_norm'] / n:.4f} ({expected['correct_norm']}/{n}) | {n} examples in"
+            in capsys.readouterr().out)
+    # a training checkpoint, through the real command line (--limit: the first 7 examples)
+    ckpt = str(tmp_path / "ckpt_000010.pt")
+    train_gpt2.save_checkpoint(ckpt, {"model": model.state_dict(), "model_config": dataclasses.asdict(model.config),
+                                      "config": {"tokenizer": "gpt2"}})
+    first7 = hellaswag.evaluate(model, examples[:7], tok, "cpu")
+    out = subprocess.run([sys.executable, "hellaswag.py", "--checkpoint", ckpt, "--data", data, "--limit", "7"],
+                         cwd=os.path.dirname(os.path.abspath(hellaswag.__file__)), capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    last = out.stdout.strip().splitlines()[-1]
+    assert last.startswith(f"hellaswag hellaswag_val.jsonl: acc {first7['correct'] / 7:.4f} ({first7['correct']}/7) "
+                           f"acc_norm {first7['correct_norm'] / 7:.4f} ({first7['correct_norm']}/7) | 7 examples in ")
+    assert "examples/s on cpu)" in last
+    # a broken checkpoint is a one-line error
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit, match=r"^hellaswag.py: [^\n]*junk.pt: not a readable checkpoint[^\n]*$"):
+        hellaswag.main(["--checkpoint", str(tmp_path / "junk.pt"), "--data", data])
+
+
+def test_real_gpt_batched_equals_one_at_a_time(examples, tok):
+    """train_gpt2.GPT (block_size 64, so long contexts are truncated) scores the same in any batch."""
+    model = _tiny_gpt(seed=3)
+    rendered = [hellaswag.render_example(ex, tok, max_len=65) for ex in examples]
+    one = torch.cat([hellaswag.score_batch(model, [r], "cpu")[1] for r in rendered])
+    torch.testing.assert_close(hellaswag.score_batch(model, rendered, "cpu")[1], one, rtol=1e-5, atol=1e-5)

