@@ -872,7 +872,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         if args.command == "train":
-            specials = ([] if args.no_eot else [EOT]) + [s for s in args.special if s != EOT or args.no_eot]
+            specials = ([] if args.no_eot or EOT in args.special else [EOT]) + args.special
             tok = Tokenizer(args.pattern)
             for path in args.inputs:
                 if not os.path.isfile(path):
