@@ -464,8 +464,9 @@ def build_shards(out_dir, labeled_documents, tokenizer="gpt2", source="custom", 
     previous, complete = _load_previous(out_dir, config)
     manifest_path = os.path.join(out_dir, MANIFEST)
     if complete:
-        with open(manifest_path) as f:
-            return json.load(f)
+        if progress:
+            print(f"{manifest_path} exists: this build is complete, nothing to do", file=sys.stderr)
+        return _read_json(manifest_path, out_dir)
     states = previous["splits"] if previous else {}
     written = 0
 
@@ -641,7 +642,7 @@ def main(argv=None):
         s = manifest["splits"][split]
         print(f"{split}: {s['documents']:,} documents, {s['tokens']:,} tokens in {len(s['shards'])} shards, "
               f"{s['bytes_per_token']:.3f} bytes/token")
-    print(f"wrote {os.path.join(out, MANIFEST)}")
+    print(f"manifest: {os.path.join(out, MANIFEST)}")
 
 
 if __name__ == "__main__":
