@@ -387,6 +387,18 @@ def test_non_utf8_file_is_an_error_naming_the_file_and_offset(tmp_path):
         list(bpe.read_text_file(path, safe_cuts=True, piece_chars=2))
 
 
+def test_atomic_write_all_or_nothing_with_normal_permissions(tmp_path):
+    path = tmp_path / "out.txt"
+    with bpe.atomic_write(path, "w") as f:
+        f.write("first")
+    with pytest.raises(RuntimeError):
+        with bpe.atomic_write(path, "w") as f:
+            f.write("half")
+            raise RuntimeError("crash")
+    assert path.read_text() == "first" and os.listdir(tmp_path) == ["out.txt"]
+    assert path.stat().st_mode & 0o777 == 0o666 & ~bpe._UMASK  # not mkstemp's 0600
+
+
 # -- command line ------------------------------------------------------------------------------
 
 
