@@ -598,3 +598,9 @@ def test_short_run_learns_far_below_unigram_and_samples(corpus, tmp_path, capsys
     assert "sample 0: " in out and "tok/s" in out and "bits/byte" in out
     log_text = open(os.path.join(log_dir, "log.txt")).read()
     assert "val loss" in log_text and "sample 1: " in log_text
+    # the finished model is also exported in Hugging Face format, with the same weights
+    trained, _ = tg.load_model_from_checkpoint(log_dir)
+    exported = tg.GPT.from_pretrained(os.path.join(log_dir, "hf"))
+    idx = torch.randint(0, 320, (1, 64))
+    with torch.no_grad():
+        assert torch.equal(trained(idx)[0], exported(idx)[0])

@@ -389,6 +389,8 @@ class GPT(nn.Module):
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, eps=eps, fused=device_type == "cuda")
 
 
+# The file readers of section 3 (from_pretrained), also used for the shard manifest.
+
 def _read_json(path):
     try:
         with open(path) as f:
@@ -409,6 +411,10 @@ def _read_hf_weights(directory):
         return torch.load(bin_path, map_location="cpu", weights_only=True)  # never unpickle code
     raise UserError(f"{directory}: neither model.safetensors nor pytorch_model.bin found")
 
+
+# ------------------------------------------------------------------------------------------------
+# 4. (continued) The learning-rate schedule
+# ------------------------------------------------------------------------------------------------
 
 def get_lr(step, max_lr, min_lr, warmup_steps, max_steps):
     """Linear warmup to max_lr over warmup_steps, then cosine decay to min_lr at max_steps."""
@@ -877,7 +883,8 @@ def _train(tc, overrides, run, log):
         if path is None:
             raise UserError(f"--resume: no ckpt_*.pt checkpoint in {tc.log_dir}")
         ckpt = load_checkpoint(path)
-        saved = {k: v for k, v in ckpt["config"].items() if k not in RUN_CONTROL}
+        known = {f.name for f in dataclasses.fields(TrainConfig)} - set(RUN_CONTROL)
+        saved = {k: v for k, v in ckpt["config"].items() if k in known}
         tc = dataclasses.replace(TrainConfig(**saved), **overrides)  # the flags given now win
         log.print(f"resuming from {path} at step {ckpt['step']}")
     validate_config(tc, run.world_size)
@@ -885,7 +892,8 @@ def _train(tc, overrides, run, log):
     torch.manual_seed(tc.seed)  # same seed on every rank: identical initial weights
     random.seed(tc.seed)
     np.random.seed(tc.seed)
-    torch.set_float32_matmul_precision("high")  # TF32 matmuls on Ampere+ for any float32 work left
+    if run.device_type == "cuda":
+        torch.set_float32_matmul_precision("high")  # TF32 tensor cores for whatever float32 matmuls remain
     amp_dtype = resolve_dtype(tc.dtype, run.device_type)
     use_compile = tc.compile == "true" or (tc.compile == "auto" and run.device_type == "cuda")
 
@@ -1008,6 +1016,11 @@ def _train(tc, overrides, run, log):
         step += 1
         if step % tc.checkpoint_interval == 0 or step == end_step:
             save(step)
+        if step == tc.max_steps and run.master:  # the finished model, loadable by transformers / lm-eval-harness
+            raw_model.save_pretrained(os.path.join(tc.log_dir, "hf"), eot_id=tokenizer.eot_id)
+            log.print(f"saved {os.path.join(tc.log_dir, 'hf')} (Hugging Face GPT-2 format)")
+    if run.ddp:
+        dist.barrier()  # let rank 0 finish its samples and files before the process group goes away
 
 
 def main(argv=None):
