@@ -13,7 +13,7 @@ each predicted from everything before it (context + earlier ending tokens).
 
 Usage:
   python hellaswag.py --model gpt2                   # OpenAI's weights, val split (downloaded)
-  python hellaswag.py --checkpoint log/model_05000.pt --data hellaswag_val.jsonl
+  python hellaswag.py --checkpoint log/ckpt_005000.pt --data hellaswag_val.jsonl
 The trainer calls `evaluate(model, examples, tokenizer, device, rank, world_size)` on every rank
 and sums the three counts it returns.
 """
@@ -177,6 +177,12 @@ def autocast_for(device):
     return contextlib.nullcontext()
 
 
+# Cross-entropy is computed in chunks of this many ending tokens: 128 x 50257 fp32 logits is
+# ~26 MB, under glibc's 32 MB mmap threshold, so CPU temporaries are reused rather than freshly
+# page-faulted each time; on a GPU it is a handful of small kernels per batch.
+LOSS_CHUNK_TOKENS = 128
+
+
 @torch.no_grad()
 def score_batch(model, rendered, device):
     """Loss of every ending of a list of rendered examples in ONE forward pass.
@@ -192,21 +198,24 @@ def score_batch(model, rendered, device):
     for b, (t, m, _) in enumerate(rendered):
         tokens[NUM_ENDINGS * b:NUM_ENDINGS * (b + 1), :t.size(1)] = t
         mask[NUM_ENDINGS * b:NUM_ENDINGS * (b + 1), :m.size(1)] = m.bool()
-    tokens, mask = tokens.to(device), mask.to(device)
-    # position t's logits predict token t+1, so the last token is never an input
+    # Position p's logits predict token p+1, so the last token is never an input and the scored
+    # predictions are the (row, p) with mask[row, p+1]. Found here on the CPU: no GPU sync later.
+    row_idx, pos_idx = mask[:, 1:].nonzero(as_tuple=True)
+    targets = tokens[:, 1:][row_idx, pos_idx]
+    n_scored = mask[:, 1:].sum(dim=1)
+    row_idx, pos_idx, targets = row_idx.to(device), pos_idx.to(device), targets.to(device)
     with autocast_for(device):
-        logits, _ = model(tokens[:, :-1])
-    targets, scored = tokens[:, 1:], mask[:, 1:]
-    # Cross-entropy (in fp32) of the ending positions only, one example's 4 rows at a time: the
-    # temporaries stay small (~25 MB) instead of copying a large part of the (rows, L, vocab) logits.
-    sum_loss = torch.zeros(rows, device=logits.device)
-    for r in range(0, rows, NUM_ENDINGS):
-        sel = scored[r:r + NUM_ENDINGS]
-        token_loss = F.cross_entropy(logits[r:r + NUM_ENDINGS][sel].float(), targets[r:r + NUM_ENDINGS][sel],
-                                     reduction="none")
-        sum_loss[r:r + NUM_ENDINGS].index_add_(0, sel.nonzero()[:, 0], token_loss)
-    mean_loss = sum_loss / scored.sum(dim=1)
-    return sum_loss.view(-1, NUM_ENDINGS).cpu(), mean_loss.view(-1, NUM_ENDINGS).cpu()
+        logits, _ = model(tokens[:, :-1].to(device))
+    # fp32 cross-entropy of the scored positions only (a fraction of the (rows, L, vocab) logits),
+    # written into a dense (rows, L) table and summed per row: deterministic, unlike scatter-adds.
+    token_loss = torch.zeros((rows, length - 1), device=logits.device)
+    for start in range(0, len(row_idx), LOSS_CHUNK_TOKENS):
+        r, p = row_idx[start:start + LOSS_CHUNK_TOKENS], pos_idx[start:start + LOSS_CHUNK_TOKENS]
+        token_loss[r, p] = F.cross_entropy(logits[r, p].float(), targets[start:start + LOSS_CHUNK_TOKENS],
+                                           reduction="none")
+    sum_loss = token_loss.sum(dim=1).cpu()
+    mean_loss = sum_loss / n_scored
+    return sum_loss.view(-1, NUM_ENDINGS), mean_loss.view(-1, NUM_ENDINGS)
 
 
 def evaluate(model, examples, tokenizer, device, rank=0, world_size=1, batch_size=16, progress=False):
@@ -254,7 +263,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Evaluate a GPT-2-style model on HellaSwag (acc and acc_norm).")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--model", help="Hugging Face GPT-2 weights: a name (gpt2, gpt2-medium, ...) or a directory")
-    which.add_argument("--checkpoint", help="a checkpoint written by train_gpt2.py")
+    which.add_argument("--checkpoint", help="a train_gpt2.py checkpoint: a ckpt_*.pt file, or a log directory (its latest)")
     p.add_argument("--data", help="a local HellaSwag jsonl file (default: download --split into the cache)")
     p.add_argument("--split", default="val", choices=[s for s in SPLITS if s != "test"],
                    help="which split to download when --data is not given (default: val)")
