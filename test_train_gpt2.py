@@ -562,6 +562,22 @@ def test_hellaswag_is_skipped_without_data_and_bad_data_is_one_line(corpus, tmp_
     assert "bad.jsonl:1" in str(e.value) and "\n" not in str(e.value)
 
 
+def test_mixed_precision_paths(corpus, tmp_path):
+    """bf16 autocast, and fp16 with a GradScaler whose state goes into the checkpoint (CPU autocast
+    runs the same code path the GPUs take)."""
+    for dtype in ("bfloat16", "float16"):
+        log_dir = str(tmp_path / dtype)
+        tg.main(tiny_run(corpus, f"--log_dir={log_dir}", "--max_steps=3", "--stop_step=2", f"--dtype={dtype}"))
+        tg.main([f"--log_dir={log_dir}", "--resume"])
+        losses = train_losses(log_dir)
+        assert sorted(losses) == [0, 1, 2] and all(math.isfinite(v) for v in losses.values())
+        assert abs(losses[0] - math.log(320)) < 0.3  # close to the float32 value
+        scaler = torch.load(os.path.join(log_dir, "ckpt_000003.pt"), weights_only=True)["scaler"]
+        assert (scaler is None) == (dtype == "bfloat16")
+        if scaler is not None:
+            assert scaler["scale"] > 0 and scaler["_growth_tracker"] == 3
+
+
 def test_trains_on_the_shards_fineweb_py_writes(corpus, tmp_path):
     """The format is implemented twice (fineweb.py writes, this trainer reads): they must agree."""
     import fineweb
