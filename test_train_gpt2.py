@@ -157,6 +157,10 @@ def test_gpt2_preset_has_124M_parameters():
     assert sum(p.numel() for p in unpadded.parameters()) == 124_439_808
     assert padded.config.padded_vocab_size == 50304
     assert sum(p.numel() for p in padded.parameters()) == 124_439_808 + (50304 - 50257) * 768
+    for name, count in [("gpt2-medium", 354_823_168), ("gpt2-large", 774_030_080), ("gpt2-xl", 1_557_611_200)]:
+        with torch.device("meta"):
+            model = tg.GPT(tg.GPTConfig(**tg.MODEL_PRESETS[name], vocab_multiple=1))
+        assert sum(p.numel() for p in model.parameters()) == count, name
 
 
 def test_init_follows_gpt2():

@@ -62,11 +62,12 @@ class GPTConfig:
         return math.ceil(self.vocab_size / self.vocab_multiple) * self.vocab_multiple
 
 
-# Model shapes. The four GPT-2 sizes are OpenAI's (GPT-2 paper, Table 2); the small ones are ours,
-# for CPUs: "tiny" keeps the tests fast, "laptop" trains something that talks in minutes.
+# Model shapes. The four GPT-2 sizes are OpenAI's (layers and widths in the GPT-2 paper's Table 2,
+# heads in their released hparams.json; counts with the tied head and vocab 50257). The small ones
+# are ours, for CPUs: "tiny" keeps the tests fast, "laptop" trains something that talks in minutes.
 MODEL_PRESETS = {
     "gpt2":        dict(n_layer=12, n_head=12, n_embd=768),    # 124M
-    "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024),   # 350M
+    "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024),   # 355M
     "gpt2-large":  dict(n_layer=36, n_head=20, n_embd=1280),   # 774M
     "gpt2-xl":     dict(n_layer=48, n_head=25, n_embd=1600),   # 1558M
     "laptop":      dict(n_layer=6, n_head=6, n_embd=384, block_size=256),
@@ -92,7 +93,7 @@ class TrainConfig:
     max_steps: int = 19073                 # one pass over FineWeb-Edu's 10B-token sample: 10e9 / 2**19 = 19,073 steps
     weight_decay: float = 0.1              # decoupled weight decay on matrices only (Appendix B)
     beta1: float = 0.9                     # Adam momentum (Appendix B)
-    beta2: float = 0.95                    # Adam second moment; 0.95 rather than 0.999 adapts faster, steadier at scale (Appendix B)
+    beta2: float = 0.95                    # Adam second moment; 0.95, not the usual 0.999, forgets stale gradient scales sooner (Appendix B)
     eps: float = 1e-8                      # Adam epsilon (Appendix B)
     grad_clip: float = 1.0                 # clip the global gradient norm at 1.0 (Appendix B); 0 disables
     # Evaluation, samples, checkpoints (intervals as in build-nanogpt).
@@ -232,8 +233,9 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """GPT-2 normalises *before* each sub-layer (pre-LN), which keeps the residual stream a clean
-    sum of updates and trains stably without warmup tricks beyond a short linear warmup."""
+    """GPT-2 moved LayerNorm to the input of each sub-layer (pre-LN, GPT-2 paper 2.3): the residual
+    stream stays a plain sum of the sub-layers' outputs, so gradients flow straight down it and
+    deep stacks train more stably than with the original transformer's post-LN."""
 
     def __init__(self, config):
         super().__init__()
@@ -490,9 +492,12 @@ class TokenShardLoader:
         if not shards:
             raise UserError(f"no shards in {data_dir}: manifest.json lists no {split!r} shards")
         self.dtype = self.manifest["dtype"]
-        self.files = [os.path.join(data_dir, s["file"]) for s in shards]
-        self.sizes = [int(s["tokens"]) for s in shards]
-        self.sha256 = [s["sha256"] for s in shards]
+        try:
+            self.files = [os.path.join(data_dir, s["file"]) for s in shards]
+            self.sizes = [int(s["tokens"]) for s in shards]
+            self.sha256 = [str(s["sha256"]) for s in shards]
+        except (KeyError, TypeError, ValueError) as e:
+            raise UserError(f"{data_dir}/manifest.json: malformed {split} shard entry ({type(e).__name__}: {e})") from None
         # Cheap checks on every shard now (header, exact size); the sha256 and the token-id range
         # are checked when a shard is first opened, so a 10B-token run starts without reading 20 GB.
         self.offsets = [_shard_data_offset(f, n, self.dtype) for f, n in zip(self.files, self.sizes)]
