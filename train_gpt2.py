@@ -432,10 +432,14 @@ def get_lr(step, max_lr, min_lr, warmup_steps, max_steps):
 # 5. Data: token shards + manifest (written by fineweb.py; format in INTERFACES.md)
 # ------------------------------------------------------------------------------------------------
 
-def read_manifest(data_dir, tokenizer):
-    """Load and check data_dir/manifest.json against the tokenizer this run uses."""
+def require_data_dir(data_dir):
     if not os.path.isdir(data_dir):
         raise UserError(f"data dir {data_dir} does not exist: make token shards with fineweb.py first")
+
+
+def read_manifest(data_dir, tokenizer):
+    """Load and check data_dir/manifest.json against the tokenizer this run uses."""
+    require_data_dir(data_dir)
     path = os.path.join(data_dir, "manifest.json")
     if not os.path.exists(path):
         raise UserError(f"no shards in {data_dir}: {path} is missing (fineweb.py writes it last, after every shard)")
@@ -903,10 +907,13 @@ def _train(tc, overrides, run, log):
     amp_dtype = resolve_dtype(tc.dtype, run.device_type)
     use_compile = tc.compile == "true" or (tc.compile == "auto" and run.device_type == "cuda")
 
+    require_data_dir(tc.data_dir)  # the likeliest mistake first
     try:
         tokenizer = bpe.load_tokenizer(tc.tokenizer)
     except ValueError as e:  # bpe.py's message names the spec
         raise UserError(f"--tokenizer={tc.tokenizer}: {e}") from None
+    except OSError as e:  # e.g. tiktoken downloading GPT-2's vocabulary while offline
+        raise UserError(f"--tokenizer={tc.tokenizer}: cannot load it ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
     B, T = tc.micro_batch_size, tc.seq_len
     grad_accum_steps = tc.total_batch_size // (B * T * run.world_size)
     train_loader = TokenShardLoader(tc.data_dir, "train", B, T, tokenizer, rank=run.rank,
