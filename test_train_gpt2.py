@@ -442,8 +442,8 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
                         (["--device=cpu", "--data_dir=" + str(tmp_path / "absent"), "--log_dir=" + str(tmp_path / "log")],
                          "does not exist"),
                         (["--device=cpu", "--micro_batch_size=3", "--log_dir=" + str(tmp_path / "log")], "not divisible"),
-                        (["--device=cpu", "--tokenizer=" + str(tmp_path / "no.model"), "--log_dir=" + str(tmp_path / "log")],
-                         "no.model"),
+                        (["--device=cpu", "--tokenizer=" + str(tmp_path / "no.model"), "--log_dir=" + str(tmp_path / "log"),
+                          f"--data_dir={tmp_path}"], "--tokenizer=" + str(tmp_path / "no.model")),
                         (["--device=cpu", "--resume", "--log_dir=" + str(tmp_path / "log")], "no ckpt_*.pt checkpoint in")]:
         with pytest.raises(SystemExit) as e:
             tg.main(argv)
