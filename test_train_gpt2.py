@@ -460,6 +460,21 @@ def test_pickled_checkpoint_is_refused(tmp_path):
     _expect_error("not a readable checkpoint", tg.load_checkpoint, str(tmp_path / "junk.pt"))
 
 
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    path = str(tmp_path / "ckpt_000002.pt")
+    tg.save_checkpoint(path, {"step": 2, "w": torch.ones(3)})
+
+    def crash_midway(obj, f):
+        f.write(b"PK\x03\x04 half a checkpoint")
+        raise KeyboardInterrupt  # e.g. the job is killed while writing
+    monkeypatch.setattr(tg.torch, "save", crash_midway)
+    with pytest.raises(KeyboardInterrupt):
+        tg.save_checkpoint(path, {"step": 2, "w": torch.zeros(3)})
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == ["ckpt_000002.pt"]  # no temp file left behind
+    assert torch.equal(tg.load_checkpoint(path)["w"], torch.ones(3))  # the previous one survives
+
+
 def test_help_lists_every_field(capsys):
     assert tg.main(["--help"]) == 0
     out = capsys.readouterr().out
