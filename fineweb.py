@@ -337,22 +337,29 @@ class _SplitWriter:
         documents, nbytes = self.counted_at_resume
         return {"documents": documents, "bytes": nbytes, "shards": self.shards, "resume": self.resume}
 
-    def add(self, doc, tokens, nbytes, skip=0):
-        """Append document `doc`'s tokens minus the first `skip` (already on disk)."""
-        if skip == 0:
-            self.documents += 1
-            self.bytes += int(nbytes)
-        i = skip
-        while i < len(tokens):
-            take = min(len(tokens) - i, self.shard_tokens - self.fill)
-            self.buffer[self.fill:self.fill + take] = tokens[i:i + take]
+    def add(self, docs, tokens, lengths, nbytes, skip=0):
+        """Append documents (stream indices `docs`, ascending) whose [eot] + tokens are
+        concatenated in `tokens`, `lengths[i]` each. The first `skip` tokens of the first
+        document are already on disk (a resumed run): they are dropped and it is not counted
+        again. Works per shard, not per document or token: numpy does the copying."""
+        ends = np.cumsum(lengths)
+        counted = np.ones(len(docs), dtype=bool)
+        counted[0] = skip == 0
+        documents_so_far = self.documents + np.cumsum(counted)           # after each document
+        bytes_so_far = self.bytes + np.cumsum(np.where(counted, nbytes, 0))
+        pos = skip
+        while pos < len(tokens):
+            take = min(len(tokens) - pos, self.shard_tokens - self.fill)
+            self.buffer[self.fill:self.fill + take] = tokens[pos:pos + take]
             self.fill += take
-            i += take
+            pos += take
             if self.fill == self.shard_tokens:
                 self.flush()
-                self.resume = [doc, i]
-                self.counted_at_resume = (self.documents, self.bytes)
+                j = int(np.searchsorted(ends, pos - 1, side="right"))   # document of the last token
+                self.resume = [int(docs[j]), int(pos - (ends[j] - lengths[j]))]
+                self.counted_at_resume = (int(documents_so_far[j]), int(bytes_so_far[j]))
                 self.on_shard()
+        self.documents, self.bytes = int(documents_so_far[-1]), int(bytes_so_far[-1])
 
     def flush(self):
         if self.fill == 0:
@@ -489,23 +496,29 @@ def build_shards(out_dir, labeled_documents, tokenizer="gpt2", source="custom", 
             doc, offset = resume[split]
             if index < doc:
                 continue                  # wholly inside shards on disk: not even tokenized
-            meta.append((index, split, offset if index == doc else 0))
+            meta.append((index, SPLITS.index(split), offset if index == doc else 0))
             texts.append(text)
             chars += len(text)
             if chars >= TASK_CHARS:
-                yield meta, texts, dtype
+                yield np.array(meta, dtype=np.int64), texts, dtype
                 meta, texts, chars = [], [], 0
         if texts:
-            yield meta, texts, dtype
+            yield np.array(meta, dtype=np.int64), texts, dtype
 
     bar = _ProgressBar(progress)
     results = _run_tasks(tasks(), tokenizer, workers)
     try:
         for meta, tokens, lengths, nbytes in results:
-            ends = np.cumsum(lengths)
-            for (index, split, skip), end, n, b in zip(meta, ends, lengths, nbytes):
-                writers[split].add(index, tokens[end - n:end], b, skip)
-            bar.update(len(meta), int(lengths.sum()))
+            index, code, skip = meta.T
+            for c, split in enumerate(SPLITS):   # each split's documents of this batch, in order
+                mine = code == c
+                if mine.all():
+                    writers[split].add(index, tokens, lengths, nbytes, int(skip[0]))
+                elif mine.any():
+                    first = int(np.argmax(mine))
+                    writers[split].add(index[mine], tokens[np.repeat(mine, lengths)], lengths[mine],
+                                       nbytes[mine], int(skip[first]))
+            bar.update(len(index), int(lengths.sum()))
     except _StopBuild:
         return None
     finally:
