@@ -262,6 +262,8 @@ def evaluate(model, examples, tokenizer, device, rank=0, world_size=1, batch_siz
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Evaluate a GPT-2-style model on HellaSwag (acc and acc_norm).")
     which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--download-only", action="store_true",
+                       help="only download --split into the cache (where the trainer looks) and print its path")
     which.add_argument("--model", help="Hugging Face GPT-2 weights: a name (gpt2, gpt2-medium, ...) or a directory")
     which.add_argument("--checkpoint", help="a train_gpt2.py checkpoint: a ckpt_*.pt file, or a log directory (its latest)")
     p.add_argument("--data", help="a local HellaSwag jsonl file (default: download --split into the cache)")
@@ -286,6 +288,9 @@ def main(argv=None):
     try:  # data first: a bad file or no network should fail before a big model is loaded
         path = args.data or download(args.split, args.cache_dir)
         examples = load_examples(path)[:args.limit]
+        if args.download_only:
+            print(f"{path}: {len(examples)} examples")
+            return None
         device = args.device or train_gpt2.pick_device()
         if args.checkpoint:
             model, spec = train_gpt2.load_model_from_checkpoint(args.checkpoint, device=device)

@@ -312,7 +312,7 @@ def test_evaluate_restores_mode_respects_block_size_and_shows_progress(examples,
 # ----------------------------------------------------------------------------------------------
 # Download and command line
 
-def test_download_into_cache_then_reuse(tmp_path, monkeypatch, examples):
+def test_download_into_cache_then_reuse(tmp_path, monkeypatch, examples, capsys):
     source = tmp_path / "server"
     source.mkdir()
     write_jsonl(source / "hellaswag_val.jsonl", examples)
@@ -324,6 +324,8 @@ def test_download_into_cache_then_reuse(tmp_path, monkeypatch, examples):
     assert os.listdir(cache) == ["hellaswag_val.jsonl"]  # no temp files left behind
     (source / "hellaswag_val.jsonl").unlink()
     assert hellaswag.download("val", str(cache)) == path  # cached: no second download
+    assert hellaswag.main(["--download-only", "--cache-dir", str(cache)]) is None
+    assert capsys.readouterr().out == f"{path}: {len(examples)} examples\n"
     with pytest.raises(ValueError, match="unknown HellaSwag split 'dev'"):
         hellaswag.default_data_path("dev")
 
