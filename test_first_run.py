@@ -1,0 +1,132 @@
+"""first_run.py end to end at a small size: a 30-document slice of the pydocs corpus, a 400-token
+vocabulary, train_gpt2's "tiny" model for 30 steps. Two real runs of the command (a fresh
+process each, as a newcomer would type it): the first builds everything, the second must reuse
+the tokenizer and shards and retrain. Every claim the README makes about the output is checked."""
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import bpe
+import train_gpt2 as tg
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+VOCAB, STEPS, DOCS = 400, 30, 30
+SMALL = ["--vocab", str(VOCAB), "--steps", str(STEPS), "--max_docs", str(DOCS), "--model", "tiny",
+         "--val_fraction", "0.25", "--threads", "1", "--log_every", "10",
+         # 8 x 32 tokens a step; val estimated on 4K tokens, so the 11 evaluations stay cheap.
+         "--train", "micro_batch_size=8", "seq_len=32", "total_batch_size=256", "val_tokens=4096"]
+
+
+def first_run(*args):
+    result = subprocess.run([sys.executable, os.path.join(HERE, "first_run.py"), *args],
+                            capture_output=True, text=True, timeout=300, cwd=HERE)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return result.stdout
+
+
+def reported_val(out):
+    found = re.search(r"val loss ([\d.]+|nan|inf) nats/token = ([\d.]+|nan|inf) bits/byte", out)
+    assert found, out[-2000:]
+    return float(found.group(1)), float(found.group(2))
+
+
+def file_state(folder):
+    return {name: os.stat(os.path.join(folder, name)).st_mtime_ns for name in sorted(os.listdir(folder))}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("first_run"))
+    first = first_run("--out", out, *SMALL)
+    built = {name: os.stat(os.path.join(out, name)).st_mtime_ns for name in os.listdir(out) if name.endswith(".model")}
+    shard_dir = next(os.path.join(out, n) for n in os.listdir(out) if n.startswith("shards-"))
+    shards_before = file_state(shard_dir)
+    first_ckpt = os.stat(tg.latest_checkpoint(os.path.join(out, "log"))).st_mtime_ns
+    second = first_run("--out", out, *SMALL)
+    return {"out": out, "first": first, "second": second, "built": built, "shard_dir": shard_dir,
+            "shards_before": shards_before, "first_ckpt": first_ckpt}
+
+
+def test_first_run_builds_a_usable_tokenizer_and_shards(runs):
+    out = runs["out"]
+    assert "[2/5] tokenizer: bpe.py learned" in runs["first"]
+    models = [n for n in os.listdir(out) if n.endswith(".model")]
+    assert len(models) == 1
+    tok = bpe.load_tokenizer(os.path.join(out, models[0]))
+    assert tok.vocab_size == VOCAB
+    text = "Return a new list."
+    assert tok.decode(tok.encode_ordinary(text)) == text
+    with open(os.path.join(runs["shard_dir"], "manifest.json")) as f:
+        manifest = json.load(f)
+    assert manifest["tokenizer"]["identity"] == tok.identity
+    assert manifest["source"].startswith("pydocs:python-") and f"first {DOCS} documents" in manifest["source"]
+    for split in ("train", "val"):
+        s = manifest["splits"][split]
+        assert s["documents"] > 0 and s["tokens"] > 0
+        assert s["bytes_per_token"] > 1.0  # BPE packs more than a byte into a token
+        tokens = np.concatenate([np.load(os.path.join(runs["shard_dir"], sh["file"])) for sh in s["shards"]])
+        assert len(tokens) == s["tokens"] and tokens.max() < VOCAB
+        assert (tokens == tok.eot_id).sum() == s["documents"]  # one <|endoftext|> per document
+    assert manifest["splits"]["train"]["documents"] + manifest["splits"]["val"]["documents"] == DOCS
+
+
+def test_first_run_trains_reports_and_saves(runs):
+    out, stdout = runs["out"], runs["first"]
+    nats, bpb = reported_val(stdout)
+    assert math.isfinite(nats) and nats < math.log(VOCAB)  # learned something beyond a uniform guess
+    with open(os.path.join(runs["shard_dir"], "manifest.json")) as f:
+        val_bpt = json.load(f)["splits"]["val"]["bytes_per_token"]
+    assert bpb == pytest.approx(nats / math.log(2) / val_bpt, abs=2e-4)
+    # The figure printed is the final val record of train_gpt2's metrics.
+    train, val = [], []
+    for line in open(os.path.join(out, "log", "metrics.jsonl")):
+        r = json.loads(line)
+        (train if r["kind"] == "train" else val if r["kind"] == "val" else []).append(r)
+    assert [r["step"] for r in train] == list(range(STEPS))
+    assert val[-1]["step"] == STEPS and val[-1]["loss"] == pytest.approx(nats, abs=1e-4)
+    # The checkpoint loads as a model of the tokenizer's vocabulary.
+    model, spec = tg.load_model_from_checkpoint(os.path.join(out, "log"))
+    assert model.config.vocab_size == VOCAB and os.path.exists(spec)
+    # Samples from the checkpoint, one per prompt, each starting with its prompt.
+    samples = re.findall(r"^\s+sample (\d): '(.*)'$", stdout, re.M)
+    assert [i for i, _ in samples] == ["0", "1", "2"]
+    assert samples[0][1].startswith("The list type") and len(samples[0][1]) > len("The list type")
+
+
+def test_first_run_writes_a_loss_curve_png(runs):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    path = os.path.join(runs["out"], "loss.png")
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    image = plt.imread(path)
+    assert image.shape[0] >= 300 and image.shape[1] >= 400
+    assert image[..., :3].std() > 0.05  # not a blank canvas: axes, curves and labels were drawn
+
+
+def test_second_run_reuses_tokenizer_and_shards_and_retrains(runs):
+    out, second = runs["out"], runs["second"]
+    assert "reusing tokenizer" in second and "[2/5] tokenizer: bpe.py learned" not in second
+    after = {name: os.stat(os.path.join(out, name)).st_mtime_ns for name in runs["built"]}
+    assert runs["built"] and after == runs["built"]              # tokenizer file untouched
+    assert file_state(runs["shard_dir"]) == runs["shards_before"]  # shards untouched
+    assert os.stat(tg.latest_checkpoint(os.path.join(out, "log"))).st_mtime_ns != runs["first_ckpt"]
+    steps = [json.loads(line)["step"] for line in open(os.path.join(out, "log", "metrics.jsonl"))
+             if json.loads(line)["kind"] == "train"]
+    assert steps == list(range(STEPS))  # a fresh log: the plot never mixes two runs
+    # Same seed, same data, same settings: the retrained model lands on the same val loss.
+    assert reported_val(second) == pytest.approx(reported_val(runs["first"]), abs=1e-3)
+
+
+def test_help_and_bad_flags():
+    assert "--out" in first_run("--help")
+    bad = subprocess.run([sys.executable, os.path.join(HERE, "first_run.py"), "--vocab", "100"],
+                         capture_output=True, text=True, timeout=120, cwd=HERE)
+    assert bad.returncode != 0 and "--vocab 100" in bad.stderr and "Traceback" not in bad.stderr
