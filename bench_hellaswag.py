@@ -76,7 +76,10 @@ def main():
     p.add_argument("--n-head", type=int, default=4)
     p.add_argument("--n-embd", type=int, default=128)
     p.add_argument("--repeats", type=int, default=3, help="best of this many timed runs per mode")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     tok = load_gpt2_tokenizer()
     examples = hellaswag.load_examples(args.data) if args.data else synthetic_examples(args.examples)
