@@ -12,6 +12,7 @@ These are the definitions build-nanogpt-style evaluators use. Only the ending to
 each predicted from everything before it (context + earlier ending tokens).
 
 Usage:
+  python hellaswag.py --download-only                # fetch the val split into the cache
   python hellaswag.py --model gpt2                   # OpenAI's weights, val split (downloaded)
   python hellaswag.py --checkpoint log/ckpt_005000.pt --data hellaswag_val.jsonl
 The trainer calls `evaluate(model, examples, tokenizer, device, rank, world_size)` on every rank
