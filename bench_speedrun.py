@@ -25,9 +25,11 @@ char = byte on this ASCII text). nanoGPT's anchors on this machine (see issue 6)
 """
 import argparse
 import dataclasses
+import inspect
 import json
 import math
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -67,7 +69,23 @@ class Recipe:
     grad_clip: float = 1.0       # global gradient-norm clip; 0 disables
     sampler: str = "random"      # random: each sequence from a random offset (i.i.d. batches); stream: train_gpt2's loader
     threads: int = 2             # torch intra-op threads: one per core
-    seed: int = 1337
+    seed: int = 1337             # seeds the init, the batches and nothing else
+
+
+# Each budget gets its own recipe: what wins in 10 s (a tiny model taking many steps) is not what
+# wins in 300 s. Budgets between the keys use the recipe of the largest key below them.
+RECIPES = {
+    10: Recipe(),
+    71: Recipe(),
+    300: Recipe(),
+}
+
+
+def recipe_for(budget, overrides):
+    """The recipe for a time budget (None: fixed steps, the 71 s recipe), with flag overrides."""
+    keys = sorted(RECIPES)
+    key = 71 if budget is None else max([k for k in keys if k <= budget] or keys[:1])
+    return dataclasses.replace(RECIPES[key], **overrides)
 
 
 def lr_at(recipe, step, progress):
@@ -201,32 +219,45 @@ def parse_args(argv):
                    help="wall: real seconds (the benchmark); cpu: this process's CPU seconds (use with --threads 1 on a busy machine)")
     p.add_argument("--evals", type=float, nargs="*", default=(), help="also score val at these seconds (or steps), for a curve")
     p.add_argument("--json", default=None, help="append one JSON line per run to this file")
+    comments = _field_comments()
     for f in dataclasses.fields(Recipe):
-        p.add_argument(f"--{f.name}", type=f.type, default=f.default)
+        p.add_argument(f"--{f.name}", type=f.type, default=None,
+                       help=f"{comments.get(f.name, '')}; None = as in the budget's recipe (RECIPES)")
     args = p.parse_args(argv)
-    recipe = Recipe(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Recipe)})
-    if recipe.schedule not in ("cosine", "linear"):
-        p.error("--schedule: cosine or linear")
-    if recipe.sampler not in ("random", "stream"):
-        p.error("--sampler: random or stream")
-    if recipe.n_embd % recipe.n_head:
-        p.error(f"--n_embd {recipe.n_embd} must divide by --n_head {recipe.n_head}")
-    return args, recipe
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(Recipe) if getattr(args, f.name) is not None}
+    for limit in args.steps or args.budgets:
+        recipe = recipe_for(limit if not args.steps else None, overrides)
+        if recipe.schedule not in ("cosine", "linear"):
+            p.error("--schedule: cosine or linear")
+        if recipe.sampler not in ("random", "stream"):
+            p.error("--sampler: random or stream")
+        if recipe.n_embd % recipe.n_head:
+            p.error(f"--n_embd {recipe.n_embd} must divide by --n_head {recipe.n_head}")
+    return args, overrides
+
+
+def _field_comments():
+    """The comment beside each Recipe field, for --help (one source of truth)."""
+    try:
+        source = inspect.getsource(Recipe)
+    except (OSError, TypeError):
+        return {}
+    return {m.group(1): m.group(2) for m in re.finditer(r"^\s+(\w+): \w+ = .*?#\s*(.*)$", source, re.M)}
 
 
 def main(argv=None):
-    args, recipe = parse_args(sys.argv[1:] if argv is None else argv)
-    torch.set_num_threads(recipe.threads)
-    tok_path, shard_dir, prep_s, manifest = prepare(args.data, args.work, recipe.vocab)
-    val = manifest["splits"]["val"]
-    print(f"data: {args.data}; tokenizer {tok_path} (vocab {recipe.vocab}); val {val['tokens']:,} tokens,"
-          f" {val['bytes_per_token']:.3f} bytes/token; prep {prep_s:.1f} s (not counted)")
-    print(f"recipe: {json.dumps(dataclasses.asdict(recipe))}")
-    print(f"clock: {args.clock}; torch threads {torch.get_num_threads()}; load average now {os.getloadavg()[0]:.2f}")
+    args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    print(f"data: {args.data}; clock: {args.clock}; load average now {os.getloadavg()[0]:.2f}")
     limits = [("steps", s) for s in args.steps] if args.steps else [("budget", b) for b in args.budgets]
     rows = []
     for kind, limit in limits:
-        print(f"run: {kind} {limit:g}", flush=True)
+        recipe = recipe_for(limit if kind == "budget" else None, overrides)
+        torch.set_num_threads(recipe.threads)
+        tok_path, shard_dir, prep_s, manifest = prepare(args.data, args.work, recipe.vocab)
+        val = manifest["splits"]["val"]
+        print(f"run: {kind} {limit:g}; tokenizer {tok_path}; val {val['tokens']:,} tokens,"
+              f" {val['bytes_per_token']:.3f} bytes/token; prep {prep_s:.1f} s (not counted)")
+        print(f"  recipe: {json.dumps(dataclasses.asdict(recipe))}; torch threads {torch.get_num_threads()}", flush=True)
         result = run(recipe, tok_path, shard_dir, clock=args.clock, evals=args.evals,
                      **({"steps": int(limit)} if kind == "steps" else {"budget": limit}))
         target = TARGETS.get(int(limit)) if kind == "budget" else None

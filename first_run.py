@@ -39,8 +39,12 @@ import train_gpt2 as tg
 # in the README). Tiny models on little data take a much higher learning rate than GPT-3 Small's
 # 6e-4, and a short warmup; batches are small so the model gets many updates.
 DEFAULT_VOCAB = 2048       # ~3 bytes/token on pydocs; the softmax over 2K ids stays cheap
-DEFAULT_STEPS = 600        # optimizer steps
+DEFAULT_STEPS = 800        # optimizer steps
 VAL_FRACTION = 0.05        # ~5% of the documents (~120 KB) held out for val
+# train_gpt2's loader reads a split as a stream and shuffles the order of its *shards* each
+# epoch. pydocs comes sorted by module name, so one big shard would feed the model one topic
+# after another; ~100 small shards, reshuffled every epoch, mix the topics.
+SHARD_TOKENS = 8192
 TRAIN_OVERRIDES = {
     "micro_batch_size": 16,
     "seq_len": 128,
@@ -97,7 +101,8 @@ def prepare_data(out, vocab, max_docs, val_fraction, say=print):
             f" {time.perf_counter() - t0:.1f} s -> {tok_path}")
     t0 = time.perf_counter()
     manifest = fineweb.build_shards(shard_dir, iter(labeled), tok_path, source,
-                                    split_rule=f"blake2b-hash:{val_fraction!r}", workers=0, progress=False)
+                                    split_rule=f"blake2b-hash:{val_fraction!r}", shard_tokens=SHARD_TOKENS,
+                                    workers=0, progress=False)
     for split in fineweb.SPLITS:
         s = manifest["splits"][split]
         say(f"[3/5] shards: {split}: {s['documents']} documents, {s['tokens']:,} tokens,"
