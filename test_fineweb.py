@@ -155,6 +155,24 @@ def test_txt_files_are_one_document_each(tmp_path, docs):
     check_build(out, m, expected_split(order))
 
 
+def test_default_source_streams_fineweb_edu(tmp_path, docs, monkeypatch):
+    """No network here: the Hub call is checked, and answered by a local stream of the same kind."""
+    import datasets
+    real, calls = datasets.load_dataset, []
+    local = write_jsonl(tmp_path / "c.jsonl", docs)
+
+    def fake_load_dataset(*args, **kwargs):
+        calls.append((args, kwargs))
+        return real("json", data_files=local, split="train", streaming=True)
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    src = fineweb.open_source("fineweb-edu")
+    assert src.name == "HuggingFaceFW/fineweb-edu:sample-10BT"
+    assert list(src.documents()) == docs
+    assert calls == [(("HuggingFaceFW/fineweb-edu",), {"split": "train", "streaming": True, "name": "sample-10BT"})]
+    assert fineweb.default_out_dir("fineweb-edu") == os.path.join("data", "fineweb-edu")
+
+
 def test_encoder_matches_encode_ordinary_on_special_text(docs):
     tok = bpe.load_tokenizer("gpt2")
     texts = docs[:10] + ["<|endoftext|>", "", "a<|endoftext|>b", "lone \ud800 surrogate"]
