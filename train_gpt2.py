@@ -70,7 +70,7 @@ MODEL_PRESETS = {
     "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024),   # 355M
     "gpt2-large":  dict(n_layer=36, n_head=20, n_embd=1280),   # 774M
     "gpt2-xl":     dict(n_layer=48, n_head=25, n_embd=1600),   # 1558M
-    "laptop":      dict(n_layer=6, n_head=6, n_embd=384, block_size=256),
+    "laptop":      dict(n_layer=4, n_head=4, n_embd=128, block_size=128),  # ~1M: first_run.py's <= 5 min on 2 cores
     "tiny":        dict(n_layer=2, n_head=2, n_embd=32, block_size=64),
 }
 
