@@ -39,7 +39,7 @@ import train_gpt2 as tg
 # in the README). Tiny models on little data take a much higher learning rate than GPT-3 Small's
 # 6e-4, and a short warmup; batches are small so the model gets many updates.
 DEFAULT_VOCAB = 2048       # ~3 bytes/token on pydocs; the softmax over 2K ids stays cheap
-DEFAULT_STEPS = 800        # optimizer steps
+DEFAULT_STEPS = 1200       # optimizer steps: ~3 epochs of the train split
 VAL_FRACTION = 0.05        # ~5% of the documents (~120 KB) held out for val
 # train_gpt2's loader reads a split as a stream and shuffles the order of its *shards* each
 # epoch. pydocs comes sorted by module name, so one big shard would feed the model one topic
