@@ -190,6 +190,22 @@ def test_causality():
     assert (a[:, 25:] - b[:, 25:]).abs().max() > 1e-4
 
 
+def test_dropout_only_in_training():
+    torch.manual_seed(0)
+    plain = tg.GPT(tiny_config()).eval()
+    noisy = tg.GPT(tiny_config(dropout=0.5))
+    noisy.load_state_dict(plain.state_dict())
+    idx = torch.randint(0, 300, (2, 40))
+    with torch.no_grad():
+        reference, _ = plain(idx)
+        train_a, _ = noisy.train()(idx)
+        train_b, _ = noisy(idx)
+        evaluated, _ = noisy.eval()(idx)
+    assert (train_a - train_b).abs().max() > 1e-3   # a fresh dropout mask each forward
+    assert (train_a - reference).abs().max() > 1e-3
+    assert torch.equal(evaluated, reference)        # eval mode: dropout is the identity
+
+
 def test_logits_match_transformers_both_ways(tmp_path):
     from transformers import GPT2Config, GPT2LMHeadModel
     torch.manual_seed(0)

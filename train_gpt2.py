@@ -56,6 +56,10 @@ class GPTConfig:
     # build-nanogpt measured costs 36,096 extra parameters. The extra rows are never used (not as
     # inputs, and the logits are cut back to vocab_size), so they start at zero and stay there.
     vocab_multiple: int = 128
+    # Dropout on embeddings, attention weights and residual branches. OpenAI trained GPT-2 with
+    # 0.1; a single pass over 10B tokens never sees a token twice, so like build-nanogpt we use 0.
+    # Small data seen many times (the CPU speedrun repeats Shakespeare ~20x) overfits without it.
+    dropout: float = 0.0
 
     @property
     def padded_vocab_size(self):
@@ -207,6 +211,8 @@ class CausalSelfAttention(nn.Module):
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)  # queries, keys, values in one matmul
         self.c_proj = nn.Linear(config.n_embd, config.n_embd)
         self.c_proj.is_residual_projection = True  # see GPT._init_weights
+        self.dropout = config.dropout
+        self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x):
         B, T, C = x.shape
@@ -215,9 +221,10 @@ class CausalSelfAttention(nn.Module):
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
         # softmax(q k^T / sqrt(head_size)) v with a causal mask; PyTorch picks a fused kernel
         # (FlashAttention on recent GPUs) that never materialises the T x T attention matrix.
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                           dropout_p=self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
-        return self.c_proj(y)
+        return self.resid_dropout(self.c_proj(y))
 
 
 class MLP(nn.Module):
@@ -227,9 +234,10 @@ class MLP(nn.Module):
         self.gelu = nn.GELU(approximate="tanh")  # GPT-2 was trained with the tanh approximation of GELU
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)
         self.c_proj.is_residual_projection = True
+        self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x):
-        return self.c_proj(self.gelu(self.c_fc(x)))
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
 
 
 class Block(nn.Module):
@@ -261,6 +269,7 @@ class GPT(nn.Module):
             h=nn.ModuleList(Block(config) for _ in range(config.n_layer)),
             ln_f=nn.LayerNorm(config.n_embd),  # pre-LN leaves the last block's output unnormalised
         ))
+        self.embd_dropout = nn.Dropout(config.dropout)
         self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=False)
         # Weight tying (Press & Wolf 2017), as GPT-2 does: the output layer reuses the token
         # embedding matrix, saving 38.6M parameters at 124M and tying "read" to "write".
@@ -291,7 +300,7 @@ class GPT(nn.Module):
         if T > self.config.block_size:
             raise ValueError(f"sequence of {T} tokens is longer than block_size {self.config.block_size}")
         pos = torch.arange(T, device=idx.device)
-        x = self.transformer.wte(idx) + self.transformer.wpe(pos)
+        x = self.embd_dropout(self.transformer.wte(idx) + self.transformer.wpe(pos))
         for block in self.transformer.h:
             x = block(x)
         x = self.transformer.ln_f(x)
@@ -370,7 +379,7 @@ class GPT(nn.Module):
               "vocab_size": c.vocab_size, "n_positions": c.block_size, "n_ctx": c.block_size,
               "n_embd": c.n_embd, "n_layer": c.n_layer, "n_head": c.n_head, "n_inner": None,
               "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5, "initializer_range": 0.02,
-              "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0,  # we train without dropout
+              "resid_pdrop": c.dropout, "embd_pdrop": c.dropout, "attn_pdrop": c.dropout,
               "bos_token_id": eot_id, "eos_token_id": eot_id, "tie_word_embeddings": True}
         from safetensors.torch import save
         with bpe.atomic_write(os.path.join(directory, "model.safetensors")) as f:
