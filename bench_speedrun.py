@@ -69,6 +69,7 @@ class Recipe:
     weight_decay: float = 0.1    # AdamW decoupled weight decay on matrices
     beta2: float = 0.95          # Adam second-moment decay
     grad_clip: float = 1.0       # global gradient-norm clip (0 disables; clipping helped: 2.87 -> 2.78 in 10 s)
+    dropout: float = 0.0         # train_gpt2.GPTConfig.dropout: regularises runs that see the text many times
     sampler: str = "random"      # random: each sequence from a random offset (i.i.d. batches); stream: train_gpt2's loader
     threads: int = 2             # torch intra-op threads: one per core
     seed: int = 1337             # seeds the init, the batches and nothing else
@@ -164,7 +165,8 @@ def run(recipe, tokenizer_path, shard_dir, *, budget=None, steps=None, clock="wa
     tok = bpe.load_tokenizer(tokenizer_path)
     B, T = recipe.batch_size, recipe.seq_len
     config = tg.GPTConfig(block_size=T, vocab_size=tok.vocab_size, n_layer=recipe.n_layer,
-                          n_head=recipe.n_head, n_embd=recipe.n_embd, vocab_multiple=64)
+                          n_head=recipe.n_head, n_embd=recipe.n_embd, vocab_multiple=64,
+                          dropout=recipe.dropout)
     model = tg.GPT(config)
     optimizer = model.configure_optimizers(recipe.weight_decay, recipe.max_lr, (0.9, recipe.beta2), 1e-8, "cpu")
     train_loader = tg.TokenShardLoader(shard_dir, "train", B, T, tok, seed=recipe.seed, shuffle=True)
