@@ -248,28 +248,38 @@ def train_merges(chunk_counts, vocab, n_new, progress=False):
 
     `vocab` {id: bytes} is the base vocabulary (the 256 single bytes); new ids follow its max.
     The textbook algorithm recounts every pair of the whole corpus for every merge. Here:
-      - each unique chunk is a list of ids with a count, so "the the the" costs one chunk;
-      - pair_counts holds the count of every adjacent pair, and `where` which chunks hold it;
-      - a merge visits only the chunks in where[pair] and adjusts the counts of the pairs
+      - each unique chunk is one word with a count, so "the the the" costs one word; a word
+        of one byte holds no pair and is dropped;
+      - a word is a str with one character per token, chr(id) (ids stay far below chr's limit
+        0x10FFFF): str.find and str.replace then
+        find and merge a pair at C speed, and a pair is a 2-character str, which sorts like
+        (first id, second id);
+      - pair_counts holds the count of every adjacent pair, and `where` which words hold it;
+      - a merge visits only the words in where[pair] and adjusts the counts of the pairs
         around each occurrence (left neighbour, right neighbour), nothing else;
       - the top pair comes from a heap of (-count, pair). Whenever a pair gains count (in
         practice only in the merge that creates it) it is pushed; other merges can only lower
-        its count. So a popped entry whose count no longer matches is stale: push it back with
-        the current count and pop again ("lazy invalidation"), rather than fixing the heap on
+        its count. So a top entry whose count no longer matches is stale: replace it with the
+        current count and look again ("lazy invalidation"), rather than fixing the heap on
         every change. Equal counts pop in (first id, second id) order, so the result never
         depends on document order.
     """
-    words = [list(chunk.encode("utf-8")) for chunk in chunk_counts]
-    counts = list(chunk_counts.values())
+    words, counts = [], []
+    for chunk, count in chunk_counts.items():
+        word = chunk.encode("utf-8").decode("latin-1")  # bytes -> one character per byte, chr(byte)
+        if len(word) > 1:
+            words.append(word)
+            counts.append(count)
     vocab = dict(vocab)
     id_of_bytes = {b: i for i, b in vocab.items()}
     next_id = max(vocab) + 1
     merges = {}
 
-    pair_counts = collections.defaultdict(int)
-    where = collections.defaultdict(list)  # pair -> indices of chunks that (may) hold it
+    pair_counts = collections.defaultdict(int)  # "ab" (the pair of ids ord("a"), ord("b")) -> count
+    where = collections.defaultdict(list)  # pair -> indices of words that (may) hold it
     for i, word in enumerate(words):
-        for pair in zip(word, word[1:]):
+        for k in range(len(word) - 1):
+            pair = word[k:k + 2]
             pair_counts[pair] += counts[i]
             where[pair].append(i)
     heap = [(-count, pair) for pair, count in pair_counts.items()]
@@ -280,49 +290,54 @@ def train_merges(chunk_counts, vocab, n_new, progress=False):
         from tqdm import tqdm
         bar = tqdm(total=n_new, desc="merges", unit="merge", disable=None)
     while len(merges) < n_new and heap:
-        negative_count, pair = heapq.heappop(heap)
-        count = pair_counts.get(pair, 0)
+        negative_count, pair = heap[0]
+        count = pair_counts[pair]
         if count != -negative_count:  # stale entry: the pair was partly eaten by other merges
             if count > 0:
-                heapq.heappush(heap, (-count, pair))
+                heapq.heapreplace(heap, (-count, pair))
+            else:
+                heapq.heappop(heap)
             continue
+        heapq.heappop(heap)
         a, b = pair
-        new_bytes = vocab[a] + vocab[b]
+        new_bytes = vocab[ord(a)] + vocab[ord(b)]
         # Rarely two different pairs spell the same bytes ((ab, c) and (a, bc)). tiktoken (and
         # our encoder) identify a token by its bytes, so the pair becomes the existing token.
         new = id_of_bytes.get(new_bytes)
         if new is None:
             new = next_id
             next_id += 1
-            merges[pair] = new
+            merges[ord(a), ord(b)] = new
             vocab[new] = new_bytes
             id_of_bytes[new_bytes] = new
             if bar is not None:
                 bar.update()
+        new = chr(new)
         touched = set()  # pairs that gained count: they get a fresh heap entry below
         for i in set(where.pop(pair)):
-            word, count = words[i], counts[i]
-            j, last_merged, n = 0, -2, len(word) - 1
-            while j < n:
-                if word[j] == a and word[j + 1] == b:
-                    if j > 0 and last_merged != j - 1:  # left neighbour: (x, a) -> (x, new)
-                        left = word[j - 1]
-                        pair_counts[left, a] -= count
-                        pair_counts[left, new] += count
-                        where[left, new].append(i)
-                        touched.add((left, new))
-                    if j + 1 < n:  # right neighbour: (b, y) -> (new, y), y itself may merge next
-                        right = word[j + 2]
-                        pair_counts[b, right] -= count
-                        if right == a and j + 2 < n and word[j + 3] == b:
-                            right = new
-                        pair_counts[new, right] += count
-                        where[new, right].append(i)
-                        touched.add((new, right))
-                    word[j:j + 2] = (new,)
-                    last_merged = j
-                    n -= 1
-                j += 1
+            word = words[i]
+            j = word.find(pair)
+            if j < 0:
+                continue  # an earlier merge ate the pair in this word
+            count, last, end_of_previous = counts[i], len(word) - 2, -1
+            while j >= 0:  # each occurrence, left to right (str.replace merges in the same order)
+                if j > 0 and j != end_of_previous:  # left neighbour: (x, a) -> (x, new)
+                    left = word[j - 1]
+                    pair_counts[left + a] -= count
+                    gained = left + new
+                    pair_counts[gained] += count
+                    where[gained].append(i)
+                    touched.add(gained)
+                if j < last:  # right neighbour: (b, y) -> (new, y), y itself may merge next
+                    right = word[j + 2]
+                    pair_counts[b + right] -= count
+                    gained = new + (new if word.startswith(pair, j + 2) else right)
+                    pair_counts[gained] += count
+                    where[gained].append(i)
+                    touched.add(gained)
+                end_of_previous = j + 2
+                j = word.find(pair, end_of_previous)
+            words[i] = word.replace(pair, new)
         del pair_counts[pair]
         for p in touched:
             heapq.heappush(heap, (-pair_counts[p], p))
