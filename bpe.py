@@ -183,16 +183,26 @@ def _special_splitter(specials):
     return regex.compile("(" + "|".join(regex.escape(s) for s in alternatives) + ")")
 
 
-def _count_batch(documents, pattern, specials):
-    """{chunk: count} for a list of documents. Special-token strings are cut out first, so
-    training never learns merges that run into or through them."""
+def _count_batch(documents, pattern, specials, counts):
+    """Add the chunks of a list of documents to `counts` (a Counter). Special-token strings are
+    cut out first, so training never learns merges that run into or through them."""
     split_chunks = _compiled(pattern).findall
-    counts = collections.Counter()
     for doc in documents:
         pieces = _special_splitter(specials).split(doc)[::2] if specials else (doc,)
         for piece in pieces:
-            counts.update(split_chunks(piece))
-    return counts
+            counts.update(split_chunks(piece))  # Counter counts an iterable in C
+
+
+def _count_worker(tasks, results, pattern, specials):
+    """A counting process: count every batch it takes from `tasks` (until None) into one
+    Counter and send that back once, so the parent merges `workers` Counters, not one per batch."""
+    try:
+        counts = collections.Counter()
+        for batch in iter(tasks.get, None):
+            _count_batch(batch, pattern, specials, counts)
+        results.put(counts)
+    except BaseException as e:
+        results.put(e)  # the parent re-raises it
 
 
 def _batches(documents, batch_chars):
@@ -215,8 +225,9 @@ def count_chunks(documents, pattern, specials=(), workers=1, batch_chars=TRAIN_B
 
     This is the only pass over the raw text: everything after works on the (much smaller) set
     of unique chunks. With workers > 1 and more than one batch, batches are counted in worker
-    processes; at most 2 batches per worker are in flight, so memory stays bounded."""
+    processes; at most 2 batches per worker are waiting, so memory stays bounded."""
     specials = frozenset(specials)
+    _compiled(pattern)  # a bad pattern fails here, not in the workers
     batches = _batches(documents, batch_chars)
     if progress:
         from tqdm import tqdm
@@ -226,16 +237,30 @@ def count_chunks(documents, pattern, specials=(), workers=1, batch_chars=TRAIN_B
     total = collections.Counter()
     if workers <= 1 or len(head) < 2:  # small input: not worth starting processes
         for batch in batches:
-            total.update(_count_batch(batch, pattern, specials))
+            _count_batch(batch, pattern, specials, total)
         return total
-    with multiprocessing.Pool(workers) as pool:
-        pending = collections.deque()
+    tasks, results = multiprocessing.Queue(2 * workers), multiprocessing.Queue()
+    processes = [multiprocessing.Process(target=_count_worker, args=(tasks, results, pattern, specials), daemon=True)
+                 for _ in range(workers)]
+    for process in processes:
+        process.start()
+    finished = False
+    try:
         for batch in batches:
-            pending.append(pool.apply_async(_count_batch, (batch, pattern, specials)))
-            if len(pending) >= 2 * workers:
-                total.update(pending.popleft().get())
-        while pending:
-            total.update(pending.popleft().get())
+            tasks.put(batch)  # blocks while 2 batches per worker are waiting
+        for _ in processes:
+            tasks.put(None)  # "no more batches": each worker sends its counts
+        for _ in processes:
+            counts = results.get()
+            if isinstance(counts, BaseException):
+                raise counts
+            total.update(counts)
+        finished = True
+    finally:
+        for process in processes:
+            if not finished:
+                process.terminate()  # an error above: don't wait for workers that wait for work
+            process.join()
     return total
 
 
@@ -250,10 +275,9 @@ def train_merges(chunk_counts, vocab, n_new, progress=False):
     The textbook algorithm recounts every pair of the whole corpus for every merge. Here:
       - each unique chunk is one word with a count, so "the the the" costs one word; a word
         of one byte holds no pair and is dropped;
-      - a word is a str with one character per token, chr(id) (ids stay far below chr's limit
-        0x10FFFF): str.find and str.replace then
-        find and merge a pair at C speed, and a pair is a 2-character str, which sorts like
-        (first id, second id);
+      - a word is a str with one character per token, chr(id) (ids stay far below chr's limit,
+        0x10FFFF): str.find and str.replace find and merge a pair at C speed, and a pair is a
+        2-character str, which sorts like (first id, second id);
       - pair_counts holds the count of every adjacent pair, and `where` which words hold it;
       - a merge visits only the words in where[pair] and adjusts the counts of the pairs
         around each occurrence (left neighbour, right neighbour), nothing else;
