@@ -27,11 +27,9 @@ char = byte on this ASCII text). nanoGPT's anchors on this machine (see issue 6)
 """
 import argparse
 import dataclasses
-import inspect
 import json
 import math
 import os
-import re
 import sys
 import time
 from dataclasses import dataclass
@@ -228,7 +226,7 @@ def parse_args(argv):
                    help="wall: real seconds (the benchmark); cpu: this process's CPU seconds (use with --threads 1 on a busy machine)")
     p.add_argument("--evals", type=float, nargs="*", default=(), help="also score val at these seconds (or steps), for a curve")
     p.add_argument("--json", default=None, help="append one JSON line per run to this file")
-    comments = _field_comments()
+    comments = tg.field_comments(Recipe)
     for f in dataclasses.fields(Recipe):
         p.add_argument(f"--{f.name}", type=f.type, default=None,
                        help=f"{comments.get(f.name, '')}; None = as in the budget's recipe (RECIPES)")
@@ -243,15 +241,6 @@ def parse_args(argv):
         if recipe.n_embd % recipe.n_head:
             p.error(f"--n_embd {recipe.n_embd} must divide by --n_head {recipe.n_head}")
     return args, overrides
-
-
-def _field_comments():
-    """The comment beside each Recipe field, for --help (one source of truth)."""
-    try:
-        source = inspect.getsource(Recipe)
-    except (OSError, TypeError):
-        return {}
-    return {m.group(1): m.group(2) for m in re.finditer(r"^\s+(\w+): \w+ = .*?#\s*(.*)$", source, re.M)}
 
 
 def main(argv=None):

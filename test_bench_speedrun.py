@@ -2,7 +2,6 @@
 small text (not tinyshakespeare, so the test needs no data file)."""
 import json
 import math
-import os
 import random
 
 import pytest

@@ -124,17 +124,17 @@ CHOICES = {"device": ("auto", "cuda", "mps", "cpu"),
 RUN_CONTROL = ("resume", "stop_step")  # settings a resumed run does not inherit from its checkpoint
 
 
-def _field_comments():
-    """The comment beside each TrainConfig field, so --help and the source never disagree."""
+def field_comments(cls):
+    """The comment beside each field of dataclass `cls`, so --help and the source never disagree."""
     try:
-        source = inspect.getsource(TrainConfig)
+        source = inspect.getsource(cls)
     except (OSError, TypeError):
         return {}
     return {m.group(1): m.group(2) for m in re.finditer(r"^\s+(\w+): \w+ = .*?#\s*(.*)$", source, re.M)}
 
 
 def format_help():
-    comments = _field_comments()
+    comments = field_comments(TrainConfig)
     lines = ["usage: [torchrun ...] train_gpt2.py [--name=value ...]", "",
              "Every TrainConfig field can be set as --name=value (bools: true/false/1/0):", ""]
     for f in dataclasses.fields(TrainConfig):
