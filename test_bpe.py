@@ -8,11 +8,13 @@ import base64
 import hashlib
 import os
 import random
+import re
 import subprocess
 import sys
 import unittest.mock
 
 import pytest
+import regex
 import tiktoken
 import tiktoken.load
 import tiktoken.registry
@@ -136,6 +138,34 @@ def test_tiktoken_export_gives_identical_ids_on_held_out_text(pattern):
 
 
 text_strategy = st.text(st.characters(exclude_categories=("Cs", "Cn")), max_size=200)
+
+# Pieces that stress the ASCII split patterns: every contraction in both cases, digit runs of all
+# lengths, whitespace runs that end the text or precede a word, control characters.
+ASCII_PIECES = ["'s", "'S", "'ll", "'LL", "'Ve", "'re", "'d", "'m", "'t", "'x", "a", "Zz", "1", "1234567",
+                " ", "   ", "\t", "\n", "\r\n", "\x0b", "\x0c", "\x1c", "\x00", "\x7f", "_", "!?", ".", "'"]
+ascii_strategy = (st.lists(st.sampled_from(ASCII_PIECES), max_size=40).map("".join)
+                  | st.text(st.characters(max_codepoint=127), max_size=200))
+
+
+def assert_ascii_path_cuts_alike(text):
+    for pattern in (bpe.GPT2_SPLIT_PATTERN, bpe.GPT4_SPLIT_PATTERN):
+        fast = re.compile(bpe.ASCII_SPLIT_PATTERNS[pattern], re.ASCII).findall(text)
+        assert fast == regex.compile(pattern).findall(text), (pattern, text)
+        assert bpe.chunk_splitter(pattern)(text) == fast
+
+
+def test_ascii_split_patterns_cut_like_the_unicode_ones():
+    assert_ascii_path_cuts_alike("".join(map(chr, range(128))) * 2 + " " + "".join(ASCII_PIECES))
+    for document in TRAIN_DOCUMENTS[:2]:  # argparse.py and random.py, all ASCII
+        assert document.isascii()
+        assert_ascii_path_cuts_alike(document)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=ascii_strategy)
+def test_fuzz_ascii_split_patterns_cut_like_the_unicode_ones(text):
+    assert_ascii_path_cuts_alike(text)
+
 
 
 @settings(max_examples=200, deadline=None)
