@@ -432,6 +432,7 @@ def test_flag_errors():
     assert tg.parse_overrides(["--max_lr=1e-3", "--resume", "--compile=false", "--hellaswag=0", "--max_steps=7"]) == \
         {"max_lr": 1e-3, "resume": True, "compile": "false", "hellaswag": False, "max_steps": 7}
     assert tg.parse_overrides(["--resume=false"]) == {"resume": False}
+    assert tg.parse_overrides(["--compile=True", "--dtype=BFloat16"]) == {"compile": "true", "dtype": "bfloat16"}
     message = _expect_error("unknown flag '--max_learning_rate'", tg.parse_overrides, ["--max_learning_rate=1"])
     assert "--max_lr" in message and "--seq_len" in message  # lists the valid names
     _expect_error("--max_steps=ten: expected int", tg.parse_overrides, ["--max_steps=ten"])
@@ -450,6 +451,19 @@ def test_batch_sizes_that_do_not_divide():
     _expect_error("--seq_len=2048 exceeds", tg.validate_config, tg.TrainConfig(seq_len=2048, total_batch_size=2048 * 64 * 8), 8)
     _expect_error("--model=gpt5", tg.validate_config, tg.TrainConfig(model="gpt5"), 1)
     _expect_error("--max_lr=nan: must be a positive number", tg.validate_config, tg.TrainConfig(max_lr=math.nan), 1)
+
+
+@pytest.mark.parametrize("setting,message", [
+    (dict(beta1=-0.1), "--beta1=-0.1: must lie in [0, 1)"), (dict(beta2=1.0), "--beta2=1.0: must lie in [0, 1)"),
+    (dict(eps=0.0), "--eps=0.0: must be a positive number"),
+    (dict(weight_decay=-0.1), "--weight_decay=-0.1: must be a number >= 0"),
+    (dict(grad_clip=math.nan), "--grad_clip=nan: must be a number >= 0"),
+    (dict(warmup_steps=-5), "--warmup_steps=-5: must be >= 0"), (dict(num_samples=-1), "--num_samples=-1: must be >= 0"),
+    (dict(sample_tokens=-3), "--sample_tokens=-3: must be >= 0"), (dict(seed=2**32), "--seed=4294967296: must lie in"),
+    (dict(seed=-1), "--seed=-1: must lie in"), (dict(stop_step=0), "--stop_step=0: must be a step >= 1"),
+])
+def test_out_of_range_settings_are_refused_before_training(setting, message):
+    _expect_error(message, tg.validate_config, tg.TrainConfig(**setting), 1)
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
@@ -504,9 +518,19 @@ def test_help_lists_every_field(capsys):
 # MFU bookkeeping
 # ------------------------------------------------------------------------------------------------
 
+def test_auto_dtype_is_fp16_on_gpus_that_only_emulate_bf16(monkeypatch):
+    # torch's is_bf16_supported() says True on a V100/T4 (emulation); only real bf16 counts.
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert tg.resolve_dtype("auto", "cuda") == torch.float16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # Ampere and later
+    assert tg.resolve_dtype("auto", "cuda") == torch.bfloat16
+    assert tg.resolve_dtype("auto", "cpu") == torch.float32 and tg.resolve_dtype("float16", "cpu") == torch.float16
+
+
 def test_peak_flops_and_flops_per_token():
     assert tg.peak_flops("NVIDIA H100 80GB HBM3") == 989e12
     assert tg.peak_flops("NVIDIA H100 PCIe") == 756e12
+    assert tg.peak_flops("NVIDIA H200") == 989e12 and tg.peak_flops("NVIDIA H200 NVL") == 835e12
     assert tg.peak_flops("NVIDIA A100-SXM4-80GB") == 312e12
     assert tg.peak_flops("NVIDIA L40S") == 362e12 and tg.peak_flops("NVIDIA L4") == 121e12
     assert tg.peak_flops("Some Future GPU") is None
@@ -583,6 +607,38 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_path, mon
     assert sorted(p for p in os.listdir(log_dir) if p.endswith(".pt")) == ["ckpt_000002.pt"]
     again = torch.load(os.path.join(log_dir, "ckpt_000002.pt"), weights_only=True)
     assert all(torch.equal(good["model"][k], again["model"][k]) for k in good["model"])
+
+
+def test_non_finite_gradient_stops_before_its_weights_are_saved(corpus, tmp_path, monkeypatch):
+    """A finite loss with an inf gradient (clipping turns it into NaN weights) must not be checkpointed."""
+    log_dir = str(tmp_path / "log")
+    real_step = tg.train_step
+
+    def overflowing_step(model, *args, **kwargs):
+        loss, norm = real_step(model, *args, **kwargs)
+        if kwargs["lr"] != tg.get_lr(0, 3e-3, 3e-4, 2, 6):  # from the second step on
+            with torch.no_grad():
+                next(model.parameters()).fill_(math.nan)
+            norm = torch.tensor(math.inf)
+        return loss, norm
+
+    monkeypatch.setattr(tg, "train_step", overflowing_step)
+    with pytest.raises(SystemExit) as e:
+        tg.main(tiny_run(corpus, f"--log_dir={log_dir}", "--max_steps=6", "--checkpoint_interval=2"))
+    assert "step 1: gradient norm is inf; stopping without saving" in str(e.value) and "\n" not in str(e.value)
+    assert not [p for p in os.listdir(log_dir) if p.endswith(".pt")]
+
+
+def test_resume_writes_where_it_was_found_and_checks_the_tokenizer(corpus, tmp_path):
+    old, new = tmp_path / "old", tmp_path / "new"
+    tg.main(tiny_run(corpus, f"--log_dir={old}", "--max_steps=4", "--stop_step=2"))
+    os.rename(old, new)  # a run directory moved (or copied) elsewhere
+    tg.main(["--resume", f"--log_dir={new}", "--device=cpu"])
+    assert sorted(p for p in os.listdir(new) if p.endswith(".pt")) == ["ckpt_000002.pt", "ckpt_000004.pt"]
+    assert not old.exists()
+    with pytest.raises(SystemExit) as e:
+        tg.main(["--resume", f"--log_dir={new}", "--max_steps=6", "--tokenizer=gpt2"])
+    assert "the checkpoint was trained with tokenizer" in str(e.value) and "--tokenizer=gpt2 is tiktoken:gpt2" in str(e.value)
 
 
 def test_hellaswag_is_skipped_without_data_and_bad_data_is_one_line(corpus, tmp_path, capsys):

@@ -114,14 +114,16 @@ class TrainConfig:
     device: str = "auto"                   # auto (cuda > mps > cpu), cuda, mps or cpu
     dtype: str = "auto"                    # autocast dtype: auto (bfloat16 on GPUs that have it, else float16 on cuda, float32 elsewhere), bfloat16, float16 or float32
     compile: str = "auto"                  # torch.compile the model: auto (on for cuda, where it pays off), true or false
-    resume: bool = False                   # continue from the latest ckpt_*.pt in log_dir, with its settings (flags given now override them)
+    resume: bool = False                   # continue from the latest ckpt_*.pt in log_dir, with its settings (flags given now override them; device, log_dir, stop_step are never inherited)
     stop_step: int = -1                    # stop (with a checkpoint) at this step without changing the LR schedule; -1 = run to max_steps
 
 
 CHOICES = {"device": ("auto", "cuda", "mps", "cpu"),
            "dtype": ("auto", "bfloat16", "float16", "float32"),
            "compile": ("auto", "true", "false")}
-RUN_CONTROL = ("resume", "stop_step")  # settings a resumed run does not inherit from its checkpoint
+# Settings of one invocation rather than of the run (where it runs, where its files are, when it
+# stops): a resumed run takes them from the command line, never from its checkpoint.
+RUN_CONTROL = ("resume", "stop_step", "device", "log_dir")
 
 
 def field_comments(cls):
@@ -151,6 +153,8 @@ def _convert(name, text, typ):
         if text.lower() not in table:
             raise UserError(f"--{name}={text}: expected true/false/1/0")
         return table[text.lower()]
+    if name in CHOICES:
+        text = text.lower()
     try:
         value = typ(text)
     except ValueError:
@@ -197,6 +201,21 @@ def validate_config(tc, world_size):
         raise UserError(f"--max_lr={tc.max_lr}: must be a positive number")
     if not 0.0 <= tc.min_lr_ratio <= 1.0:
         raise UserError(f"--min_lr_ratio={tc.min_lr_ratio}: must lie in [0, 1]")
+    for name in ("beta1", "beta2"):
+        if not 0.0 <= getattr(tc, name) < 1.0:
+            raise UserError(f"--{name}={getattr(tc, name)}: must lie in [0, 1)")
+    if not (math.isfinite(tc.eps) and tc.eps > 0):
+        raise UserError(f"--eps={tc.eps}: must be a positive number")
+    for name in ("weight_decay", "grad_clip"):
+        if not (math.isfinite(getattr(tc, name)) and getattr(tc, name) >= 0):
+            raise UserError(f"--{name}={getattr(tc, name)}: must be a number >= 0")
+    for name in ("warmup_steps", "num_samples", "sample_tokens"):
+        if getattr(tc, name) < 0:
+            raise UserError(f"--{name}={getattr(tc, name)}: must be >= 0")
+    if not 0 <= tc.seed < 2**32:  # numpy's limit
+        raise UserError(f"--seed={tc.seed}: must lie in [0, 2**32)")
+    if tc.stop_step == 0 or tc.stop_step < -1:
+        raise UserError(f"--stop_step={tc.stop_step}: must be a step >= 1, or -1 to run to max_steps")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -636,7 +655,8 @@ def resolve_dtype(request, device_type):
     if request == "auto":
         if device_type != "cuda":
             return torch.float32  # CPU/MPS autocast brings little speed and some risk
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        # Real bf16 tensor cores start with Ampere; older GPUs (V100, T4) would only emulate it.
+        return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
     return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[request]
 
 
@@ -651,7 +671,7 @@ def autocast(device_type, dtype):
 # Peak dense bf16 tensor-core FLOP/s (fp16 for V100), without sparsity, from NVIDIA's datasheets.
 # Matched in order against torch.cuda.get_device_name(), so specific names come first.
 PEAK_FLOPS = [
-    ("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("GH200", 989e12), ("H200", 989e12),
+    ("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H200 NVL", 835e12), ("GH200", 989e12), ("H200", 989e12),
     ("H100", 989e12),  # SXM, e.g. "NVIDIA H100 80GB HBM3"
     ("B200", 2250e12), ("A100", 312e12), ("L40S", 362e12), ("L40", 181e12), ("L4", 121e12),
     ("RTX 4090", 165e12), ("RTX 3090", 71e12), ("V100", 125e12),
@@ -743,6 +763,7 @@ def generate(model, prompt_ids, num_samples, max_new_tokens, *, top_k=50, device
              amp_dtype=torch.float32, generator=None):
     """Sample continuations token by token; top-k keeps only the k likeliest tokens, so the
     long tail of individually unlikely tokens cannot derail the text."""
+    was_training = model.training
     model.eval()
     idx = torch.tensor(prompt_ids, dtype=torch.long, device=device).repeat(num_samples, 1)
     for _ in range(max_new_tokens):
@@ -752,7 +773,7 @@ def generate(model, prompt_ids, num_samples, max_new_tokens, *, top_k=50, device
         top_probs, top_ids = torch.topk(probs, min(top_k, probs.size(-1)), dim=-1)
         choice = torch.multinomial(top_probs, 1, generator=generator)  # renormalises the k probabilities
         idx = torch.cat([idx, torch.gather(top_ids, -1, choice)], dim=1)
-    model.train()
+    model.train(was_training)
     return idx.tolist()
 
 
@@ -923,6 +944,9 @@ def _train(tc, overrides, run, log):
         raise UserError(f"--tokenizer={tc.tokenizer}: {e}") from None
     except OSError as e:  # e.g. tiktoken downloading GPT-2's vocabulary while offline
         raise UserError(f"--tokenizer={tc.tokenizer}: cannot load it ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    if ckpt is not None and ckpt.get("tokenizer_identity", tokenizer.identity) != tokenizer.identity:
+        raise UserError(f"--resume: the checkpoint was trained with tokenizer {ckpt['tokenizer_identity']},"
+                        f" but --tokenizer={tc.tokenizer} is {tokenizer.identity}")
     B, T = tc.micro_batch_size, tc.seq_len
     grad_accum_steps = tc.total_batch_size // (B * T * run.world_size)
     train_loader = TokenShardLoader(tc.data_dir, "train", B, T, tokenizer, rank=run.rank,
@@ -1002,6 +1026,8 @@ def _train(tc, overrides, run, log):
         fresh = not (ckpt is not None and step == start_step)  # the stopped run already evaluated here
         if fresh and (step % tc.eval_interval == 0 or final):
             val_loss = evaluate_loss(model, val_loader, val_steps, run.device, amp_dtype, run.ddp)
+            # bytes/token is the mean over the whole val split (manifest.json): exact when val_tokens
+            # covers the split, otherwise an estimate as good as the split is uniform.
             bpb = val_loss / math.log(2) / val_loader.bytes_per_token if val_loader.bytes_per_token else None
             log.print(f"step {step:5d} | val loss {val_loss:.4f} nats/token" + (f" | {bpb:.4f} bits/byte" if bpb else ""))
             log.metrics(step=step, kind="val", loss=val_loss, bits_per_byte=bpb)
@@ -1031,9 +1057,12 @@ def _train(tc, overrides, run, log):
         log.print(f"step {step:5d} | loss {loss:.6f} | lr {lr:.4e} | norm {norm:.4f} | {dt * 1000:.1f} ms"
                   f" | {tokens_per_s:,.0f} tok/s" + (f" | MFU {100 * mfu:.1f}%" if mfu else ""))
         log.metrics(step=step, kind="train", loss=loss, lr=lr, grad_norm=norm, dt=dt, tokens_per_s=tokens_per_s, mfu=mfu)
-        if not math.isfinite(loss):
+        # A non-finite loss, or (without fp16's GradScaler, which skips such steps itself) a
+        # non-finite gradient norm, means the weights are or are about to be NaN: never save them.
+        if not math.isfinite(loss) or (scaler is None and not math.isfinite(norm)):
             last = latest_checkpoint(tc.log_dir)
-            raise UserError(f"step {step}: loss is {loss}; stopping without saving. Last good checkpoint:"
+            what = f"loss is {loss}" if not math.isfinite(loss) else f"gradient norm is {norm}"
+            raise UserError(f"step {step}: {what}; stopping without saving. Last good checkpoint:"
                             f" {last or 'none'} (lower --max_lr, or check the data)")
         step += 1
         if step % tc.checkpoint_interval == 0 or step == end_step:
