@@ -19,7 +19,6 @@ The trainer calls `evaluate(model, examples, tokenizer, device, rank, world_size
 and sums the three counts it returns.
 """
 import argparse
-import contextlib
 import json
 import os
 import shutil
@@ -146,7 +145,7 @@ def render_example(example, tokenizer, max_len=None):
         longest_ending = max(len(t) for t in end_tokens)
         if longest_ending + 1 > max_len:  # at least one context token must predict the ending's first
             raise ValueError(f"example ind={example.get('ind', '?')}: an ending of {longest_ending} tokens "
-                             f"does not fit the model's context of {max_len} tokens")
+                             f"does not fit the model's context of {max_len - 1} tokens")
         ctx_tokens = ctx_tokens[max(0, len(ctx_tokens) + longest_ending - max_len):]
     length = len(ctx_tokens) + max(len(t) for t in end_tokens)
     tokens = torch.zeros((NUM_ENDINGS, length), dtype=torch.long)
@@ -171,11 +170,18 @@ def model_block_size(model):
     return None
 
 
-def autocast_for(device):
-    """bf16 autocast on CUDA (the trainer's precision; halves the logits' memory); exact fp32 elsewhere."""
-    if str(device).startswith("cuda"):
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def autocast_for(device, amp_dtype=None):
+    """The trainer's autocast: amp_dtype, or by default what train_gpt2 picks for the device
+    (bf16 on GPUs that have it, fp16 on older ones: halves the logits' memory; exact fp32 elsewhere)."""
+    device_type = str(device).split(":")[0]
+    return train_gpt2.autocast(device_type, amp_dtype or train_gpt2.resolve_dtype("auto", device_type))
+
+
+def check_endings_fit(examples, tokenizer, block_size):
+    """Raise render_example's error for an ending longer than the model's context now, before a
+    run starts (and on every rank alike), rather than at its first evaluation."""
+    for example in examples:
+        render_example(example, tokenizer, block_size + 1)
 
 
 # Cross-entropy is computed in chunks of this many ending tokens: 128 x 50257 fp32 logits is
@@ -185,7 +191,7 @@ LOSS_CHUNK_TOKENS = 128
 
 
 @torch.no_grad()
-def score_batch(model, rendered, device):
+def score_batch(model, rendered, device, amp_dtype=None):
     """Loss of every ending of a list of rendered examples in ONE forward pass.
 
     rendered: [(tokens (4, L_i), mask (4, L_i), label), ...]. Returns (sum_loss, mean_loss), both
@@ -205,7 +211,7 @@ def score_batch(model, rendered, device):
     targets = tokens[:, 1:][row_idx, pos_idx]
     n_scored = mask[:, 1:].sum(dim=1)
     row_idx, pos_idx, targets = row_idx.to(device), pos_idx.to(device), targets.to(device)
-    with autocast_for(device):
+    with autocast_for(device, amp_dtype):
         logits, _ = model(tokens[:, :-1].to(device))
     # fp32 cross-entropy of the scored positions only (a fraction of the (rows, L, vocab) logits),
     # written into a dense (rows, L) table and summed per row: deterministic, unlike scatter-adds.
@@ -219,7 +225,8 @@ def score_batch(model, rendered, device):
     return sum_loss.view(-1, NUM_ENDINGS), mean_loss.view(-1, NUM_ENDINGS)
 
 
-def evaluate(model, examples, tokenizer, device, rank=0, world_size=1, batch_size=16, progress=False):
+def evaluate(model, examples, tokenizer, device, rank=0, world_size=1, batch_size=16, progress=False,
+             amp_dtype=None):
     """Score this rank's share of the examples (examples[rank::world_size]).
 
     Returns {"total", "correct", "correct_norm"} counts; summed over ranks they are the counts of
@@ -242,7 +249,7 @@ def evaluate(model, examples, tokenizer, device, rank=0, world_size=1, batch_siz
     try:
         for start in range(0, len(order), batch_size):
             batch = [rendered[i] for i in order[start:start + batch_size]]
-            sum_loss, mean_loss = score_batch(model, batch, device)
+            sum_loss, mean_loss = score_batch(model, batch, device, amp_dtype)
             labels = torch.tensor([label for _, _, label in batch])
             counts["total"] += len(batch)
             counts["correct"] += int((sum_loss.argmin(dim=1) == labels).sum())

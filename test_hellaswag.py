@@ -245,8 +245,13 @@ def test_render_truncates_context_from_the_left(examples, tok):
     for i, end in enumerate(ends):
         assert tokens[i][mask[i] == 1].tolist() == end                      # ending intact
         assert tokens[i, :5].tolist() == full_ctx[-5:] and mask[i, :5].sum() == 0  # newest context kept
-    with pytest.raises(ValueError, match=r"example ind=\d+: an ending of \d+ tokens does not fit"):
-        hellaswag.render_example(ex, tok, max_len=max(map(len, ends)))
+    longest = max(map(len, ends))
+    with pytest.raises(ValueError, match=rf"example ind=\d+: an ending of {longest} tokens does not fit the "
+                                         rf"model's context of {longest - 1} tokens"):
+        hellaswag.render_example(ex, tok, max_len=longest)  # a row of `longest` = a context of longest - 1
+    hellaswag.check_endings_fit([ex], tok, block_size=longest)  # fits: one context token + the ending
+    with pytest.raises(ValueError, match="does not fit"):
+        hellaswag.check_endings_fit(examples, tok, block_size=longest - 1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -422,13 +427,15 @@ def test_real_gpt_batched_equals_one_at_a_time(examples, tok):
     torch.testing.assert_close(hellaswag.score_batch(model, rendered, "cpu")[1], one, rtol=1e-5, atol=1e-5)
 
 
-def test_bf16_autocast_on_cuda_only():
+def test_autocast_follows_the_trainer(monkeypatch):
     import contextlib
     import warnings
+    assert isinstance(hellaswag.autocast_for("cpu"), contextlib.nullcontext)  # exact fp32 on CPUs
+    assert isinstance(hellaswag.autocast_for(torch.device("cpu")), contextlib.nullcontext)
+    assert hellaswag.autocast_for("cpu", torch.bfloat16).fast_dtype == torch.bfloat16  # the run's --dtype wins
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "CUDA is not available" on CPU-only machines
-        cuda = hellaswag.autocast_for("cuda:0")
-        assert isinstance(cuda, torch.autocast) and cuda.device == "cuda" and cuda.fast_dtype == torch.bfloat16
-        assert isinstance(hellaswag.autocast_for(torch.device("cuda")), torch.autocast)
-    assert isinstance(hellaswag.autocast_for("cpu"), contextlib.nullcontext)
-    assert isinstance(hellaswag.autocast_for(torch.device("cpu")), contextlib.nullcontext)
+        for real_bf16, dtype in ((True, torch.bfloat16), (False, torch.float16)):  # Ampere+, or V100/T4
+            monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: real_bf16)
+            cuda = hellaswag.autocast_for("cuda:0")
+            assert isinstance(cuda, torch.autocast) and cuda.device == "cuda" and cuda.fast_dtype == dtype

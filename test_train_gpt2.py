@@ -651,6 +651,12 @@ def test_hellaswag_is_skipped_without_data_and_bad_data_is_one_line(corpus, tmp_
         tg.main(tiny_run(corpus, f"--log_dir={log_dir}", "--max_steps=1", "--hellaswag=true",
                          f"--hellaswag_path={tmp_path / 'bad.jsonl'}"))
     assert "bad.jsonl:1" in str(e.value) and "\n" not in str(e.value)
+    long = {"ind": 7, "ctx": "A man", "endings": ["walks " * 100, "runs", "sits", "waits"], "label": 0}
+    (tmp_path / "long.jsonl").write_text(json.dumps(long) + "\n")
+    with pytest.raises(SystemExit) as e:  # found when loading, alike on every rank: no DDP rank waits forever
+        tg.main(tiny_run(corpus, f"--log_dir={tmp_path / 'long'}", "--max_steps=1", "--hellaswag=true",
+                         f"--hellaswag_path={tmp_path / 'long.jsonl'}"))
+    assert "long.jsonl: example ind=7: an ending of" in str(e.value) and "context of 64 tokens" in str(e.value)
 
 
 def test_mixed_precision_paths(corpus, tmp_path):

@@ -777,10 +777,11 @@ def generate(model, prompt_ids, num_samples, max_new_tokens, *, top_k=50, device
     return idx.tolist()
 
 
-def evaluate_hellaswag(model, hs, tokenizer, run, ddp):
+def evaluate_hellaswag(model, hs, tokenizer, run, ddp, amp_dtype):
     """HellaSwag accuracy; each rank scores its share of the examples, then the counts are summed."""
     module, examples = hs
-    counts = module.evaluate(model, examples, tokenizer, run.device, rank=run.rank, world_size=run.world_size)
+    counts = module.evaluate(model, examples, tokenizer, run.device, rank=run.rank, world_size=run.world_size,
+                             amp_dtype=amp_dtype)
     t = torch.tensor([counts["total"], counts["correct"], counts["correct_norm"]], dtype=torch.long, device=run.device)
     if ddp:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
@@ -788,7 +789,7 @@ def evaluate_hellaswag(model, hs, tokenizer, run, ddp):
     return total, correct / max(total, 1), correct_norm / max(total, 1)
 
 
-def _load_hellaswag(tc, log):
+def _load_hellaswag(tc, log, tokenizer, block_size):
     """(hellaswag module, examples) when enabled and its data file exists, else None."""
     if not tc.hellaswag:
         return None
@@ -802,9 +803,11 @@ def _load_hellaswag(tc, log):
         log.print(f"HellaSwag skipped: {path} not found (download it with hellaswag.py)")
         return None
     try:
-        return hellaswag, hellaswag.load_examples(path)
-    except ValueError as e:  # hellaswag.py names the file and line
-        raise UserError(str(e)) from None
+        examples = hellaswag.load_examples(path)
+        hellaswag.check_endings_fit(examples, tokenizer, block_size)
+    except ValueError as e:  # hellaswag.py names the file and line, or the example
+        raise UserError(f"{path}: {e}" if path not in str(e) else str(e)) from None
+    return hellaswag, examples
 
 
 class RunLog:
@@ -989,7 +992,7 @@ def _train(tc, overrides, run, log):
     flops_token = flops_per_token(raw_model, T)
     min_lr = tc.max_lr * tc.min_lr_ratio
     end_step = tc.max_steps if tc.stop_step < 0 else min(tc.stop_step, tc.max_steps)
-    hs = _load_hellaswag(tc, log)
+    hs = _load_hellaswag(tc, log, tokenizer, config.block_size)
     prompt = tokenizer.encode("Hello, I'm a language model,")
     n_params = sum(p.numel() for p in raw_model.parameters())
     log.print(f"model {tc.model}: {n_params:,} parameters ({config.n_layer} layers, {config.n_head} heads,"
@@ -1032,7 +1035,7 @@ def _train(tc, overrides, run, log):
             log.print(f"step {step:5d} | val loss {val_loss:.4f} nats/token" + (f" | {bpb:.4f} bits/byte" if bpb else ""))
             log.metrics(step=step, kind="val", loss=val_loss, bits_per_byte=bpb)
             if hs is not None:
-                total, acc, acc_norm = evaluate_hellaswag(raw_model, hs, tokenizer, run, run.ddp)
+                total, acc, acc_norm = evaluate_hellaswag(raw_model, hs, tokenizer, run, run.ddp, amp_dtype)
                 log.print(f"step {step:5d} | HellaSwag acc_norm {acc_norm:.4f} (acc {acc:.4f}, {total} examples)")
                 log.metrics(step=step, kind="hellaswag", acc=acc, acc_norm=acc_norm, total=total)
         if fresh and run.master and step > 0 and (step % tc.sample_interval == 0 or final):
