@@ -90,7 +90,12 @@ def validate_example(example, where):
     if not isinstance(ctx, str) or not ctx:
         raise ValueError(f"{name}: 'ctx' must be a non-empty string")
     if not isinstance(endings, list) or len(endings) != NUM_ENDINGS or not all(isinstance(e, str) for e in endings):
-        got = len(endings) if isinstance(endings, list) else type(endings).__name__
+        if not isinstance(endings, list):
+            got = type(endings).__name__
+        elif len(endings) != NUM_ENDINGS:
+            got = f"{len(endings)} items"
+        else:
+            got = "an ending of type " + next(type(e).__name__ for e in endings if not isinstance(e, str))
         raise ValueError(f"{name}: 'endings' must be a list of {NUM_ENDINGS} strings (got {got})")
     if label is None:
         raise ValueError(f"{name}: no 'label' (the official test split is unlabelled; use val or train)")

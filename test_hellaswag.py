@@ -186,9 +186,9 @@ def test_not_utf8_names_line(tmp_path, examples):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"endings": ["a", "b", "c"]}, r"'endings' must be a list of 4 strings \(got 3\)"),
-    ({"endings": ["a", "b", "c", "d", "e"]}, r"'endings' must be a list of 4 strings \(got 5\)"),
-    ({"endings": ["a", "b", "c", 4]}, r"'endings' must be a list of 4 strings"),
+    ({"endings": ["a", "b", "c"]}, r"'endings' must be a list of 4 strings \(got 3 items\)"),
+    ({"endings": ["a", "b", "c", "d", "e"]}, r"'endings' must be a list of 4 strings \(got 5 items\)"),
+    ({"endings": ["a", "b", "c", 4]}, r"'endings' must be a list of 4 strings \(got an ending of type int\)"),
     ({"endings": "abcd"}, r"'endings' must be a list of 4 strings \(got str\)"),
     ({"label": 4}, r"'label' must be an integer in 0..3 \(got 4\)"),
     ({"label": -1}, r"'label' must be an integer in 0..3 \(got -1\)"),
