@@ -369,6 +369,14 @@ class _SplitWriter:
         self.shards.append({"file": name, "tokens": self.fill, "sha256": sha})
         self.fill = 0
 
+    def finish(self, stream_end):
+        """Write the last (short) shard; then every document of this split before stream index
+        `stream_end` (the end of the stream) is on disk, and the saved state must say so: a
+        rerun from it (say, its manifest.json was lost) has to skip them all, not write them again."""
+        self.flush()
+        self.resume = [stream_end, 0]
+        self.counted_at_resume = (self.documents, self.bytes)
+
     def summary(self):
         tokens = sum(s["tokens"] for s in self.shards)
         return {"documents": self.documents, "tokens": tokens, "bytes": self.bytes,
@@ -489,10 +497,14 @@ def build_shards(out_dir, labeled_documents, tokenizer="gpt2", source="custom", 
     # Fixed at start: which stream positions are already on disk, split by split.
     resume = {s: tuple(w.resume) for s, w in writers.items()}
 
+    stream_end = 0   # how many documents the stream held, once tasks() has read it all
+
     def tasks():
         """Batches of the documents still to tokenize, with (index, split, skip) for each."""
+        nonlocal stream_end
         meta, texts, chars = [], [], 0
         for index, (split, text) in enumerate(labeled_documents):
+            stream_end = index + 1
             doc, offset = resume[split]
             if index < doc:
                 continue                  # wholly inside shards on disk: not even tokenized
@@ -531,8 +543,7 @@ def build_shards(out_dir, labeled_documents, tokenizer="gpt2", source="custom", 
             raise ValueError(f"the {split} split got no documents from {source} "
                              f"({split_rule}); use a larger corpus or another --val-fraction")
     for w in writers.values():
-        w.flush()
-        w.counted_at_resume = (w.documents, w.bytes)
+        w.finish(stream_end)
     stop_after_shards = None
     shard_done()   # the final state, with the last (short) shards
     manifest = {k: v for k, v in config.items() if k != "split_rule"}

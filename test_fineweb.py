@@ -301,6 +301,73 @@ def test_interrupted_run_resumes_byte_identical(tmp_path, reference_build, stop_
     assert all(os.stat(os.path.join(out, f)).st_mtime_ns == stamps[f] for f in done)   # ...untouched
 
 
+def test_interrupted_at_any_write_reruns_to_the_same_build(tmp_path, docs, monkeypatch):
+    """Ctrl-C at each file write of a build (every shard, every progress save, the manifest),
+    then the same call again: always the uninterrupted build, byte for byte. The last points
+    matter most: after the final progress save a rerun used to write the last documents again."""
+    def build(out):
+        return fineweb.build_shards(out, fineweb.split_by_hash(docs, VAL_FRACTION), split_rule="test",
+                                    shard_tokens=4000, workers=0, progress=False)
+
+    build(str(tmp_path / "ref"))
+    reference = dir_bytes(str(tmp_path / "ref"))
+    real_shard, real_json, writes = fineweb._write_shard, fineweb._dump_json, []
+
+    def interrupt_at(k, real):
+        def write(path, data):
+            writes.append(os.path.basename(path))
+            if len(writes) == k:
+                raise KeyboardInterrupt
+            return real(path, data)
+        return write
+
+    k = 0
+    while True:
+        k += 1
+        out = str(tmp_path / f"out{k}")
+        writes.clear()
+        monkeypatch.setattr(fineweb, "_write_shard", interrupt_at(k, real_shard))
+        monkeypatch.setattr(fineweb, "_dump_json", interrupt_at(k, real_json))
+        try:
+            build(out)
+        except KeyboardInterrupt:
+            pass
+        else:
+            break   # k is past the last write: every point has been tried
+        monkeypatch.setattr(fineweb, "_write_shard", real_shard)
+        monkeypatch.setattr(fineweb, "_dump_json", real_json)
+        build(out)
+        assert dir_bytes(out) == reference, f"interrupted before write {k} ({writes[-1]})"
+    assert k > 15 and writes[-2:] == ["progress.json", "manifest.json"]
+
+
+def test_finished_build_without_its_manifest_is_rebuilt_identically(tmp_path, reference_build, monkeypatch):
+    """manifest.json deleted, or its write failed: rerunning writes it again, and nothing else."""
+    src, reference = reference_build
+    out = str(tmp_path / "out")
+    kw = dict(val_fraction=VAL_FRACTION, shard_tokens=SHARD, workers=0, progress=False)
+    fineweb.build_from_source(out, src, **kw)
+    os.remove(os.path.join(out, "manifest.json"))
+    m = fineweb.build_from_source(out, src, **kw)
+    assert dir_bytes(out) == reference   # same shards and sha256s, no extra shard file
+    check_build(out, m, expected_split(make_docs()))
+
+    out = str(tmp_path / "out2")
+    real = fineweb._dump_json
+
+    def disk_full_at_manifest(path, obj):
+        if path.endswith("manifest.json"):
+            raise OSError(errno.ENOSPC, f"cannot write {path}: No space left on device")
+        real(path, obj)
+
+    monkeypatch.setattr(fineweb, "_dump_json", disk_full_at_manifest)
+    with pytest.raises(OSError, match="No space left"):
+        fineweb.build_from_source(out, src, **kw)
+    monkeypatch.setattr(fineweb, "_dump_json", real)
+    fineweb.build_from_source(out, src, **kw)
+    assert dir_bytes(out) == reference
+
+
 def test_lost_progress_file_restarts_and_still_matches(tmp_path, reference_build):
     src, reference = reference_build
     out = str(tmp_path / "out")
