@@ -24,6 +24,7 @@ import ast
 import errno
 import glob
 import hashlib
+import itertools
 import json
 import multiprocessing
 import os
@@ -244,6 +245,11 @@ def split_by_bytes(text, val_fraction):
     cut = round(len(data) * (1.0 - val_fraction))
     while 0 < cut < len(data) and (data[cut] & 0xC0) == 0x80:   # inside a multi-byte character
         cut -= 1
+    # An empty side would still be one "document" (a lone eot): a val loss of nothing, silently.
+    for side, part in (("train", data[:cut]), ("val", data[cut:])):
+        if not part:
+            raise ValueError(f"val fraction {val_fraction} of a {len(data)}-byte text leaves the {side} "
+                             f"part empty; use a longer text or another --val-fraction")
     return data[:cut].decode("utf-8"), data[cut:].decode("utf-8")
 
 
@@ -608,10 +614,12 @@ def build_from_source(out_dir, source="fineweb-edu", tokenizer="gpt2", text_colu
         raise ValueError(f"val fraction must be between 0 and 1, got {val_fraction}")
     src = open_source(source, text_column)
     if val_from == "tail":
-        texts = list(src.documents())
-        if len(texts) != 1:
-            raise ValueError(f"--val-from tail needs a source with exactly one document "
-                             f"(one .txt file); {src.name} has {len(texts)}")
+        texts = list(itertools.islice(src.documents(), 2))   # no more: the source may be 10B tokens
+        if len(texts) > 1:
+            raise ValueError(f"--val-from tail needs a source with exactly one document (one .txt file); "
+                             f"{src.name} has more than one document")
+        if not texts or not texts[0]:
+            raise ValueError(f"source {src.name} is empty: it holds no text")
         train, val = split_by_bytes(texts[0], val_fraction)
         return build_shards(out_dir, split_given([train], [val]), tokenizer, src.name,
                             split_rule=f"tail-bytes:{val_fraction!r}", **kwargs)

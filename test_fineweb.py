@@ -261,6 +261,33 @@ def test_cli_val_from_tail_on_a_txt_file(tmp_path):
     check_build(out, m, {"train": [train], "val": [val]}, shard_tokens=500)
 
 
+def test_val_from_tail_reads_no_more_than_two_documents(tmp_path, monkeypatch):
+    """A many-document source is refused after its second document, not read to the end."""
+    def documents():
+        yield "one"
+        yield "two"
+        raise AssertionError("read past the second document")
+
+    monkeypatch.setattr(fineweb, "open_source", lambda spec, column: fineweb.Source("big", documents))
+    msg = cli_error(["--source", "big", "--val-from", "tail"], tmp_path / "out")
+    assert "exactly one document" in msg and "big has more than one document" in msg
+
+
+def test_val_from_tail_refuses_an_empty_side(tmp_path):
+    """A tiny text cut at 1% would leave val with no bytes: only an eot, a meaningless val loss."""
+    with pytest.raises(ValueError, match="leaves the val part empty"):
+        fineweb.split_by_bytes("x" * 40, 0.01)
+    with pytest.raises(ValueError, match="leaves the train part empty"):
+        fineweb.split_by_bytes("x" * 40, 0.99)
+    (tmp_path / "tiny.txt").write_text("Hello world, this is a short text file.\n")
+    msg = cli_error(["--source", str(tmp_path / "tiny.txt"), "--val-from", "tail", "--val-fraction", "0.01"],
+                    tmp_path / "out")
+    assert "40-byte text leaves the val part empty" in msg and "--val-fraction" in msg
+    (tmp_path / "blank.txt").write_text("")
+    msg = cli_error(["--source", str(tmp_path / "blank.txt"), "--val-from", "tail"], tmp_path / "o2")
+    assert "is empty" in msg
+
+
 def test_help_runs():
     r = subprocess.run([sys.executable, "fineweb.py", "--help"], cwd=HERE, capture_output=True, text=True)
     assert r.returncode == 0 and "--shard-tokens" in r.stdout and "pydocs" in r.stdout
