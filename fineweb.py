@@ -414,7 +414,9 @@ def _load_previous(out_dir, config):
         old = previous.get("config", {})
     elif os.path.exists(manifest_path):
         manifest = _read_json(manifest_path, out_dir)
-        old = {k: manifest.get(k) for k in ("format", "version", "source", "tokenizer", "dtype", "shard_tokens")}
+        old = {k: manifest.get(k) for k in config}
+        if "split_rule" not in manifest:   # written before manifests recorded it: nothing to check
+            del old["split_rule"]
     else:
         return None, False
     for key, value in config.items():
@@ -462,7 +464,8 @@ def build_shards(out_dir, labeled_documents, tokenizer="gpt2", source="custom", 
     """Tokenize (split, text) pairs into shards + manifest in out_dir; resumes an earlier run.
 
     labeled_documents must yield the same sequence on every run (that is what makes resuming
-    exact); split_rule is a string describing how it was split, checked on resume.
+    exact); split_rule is a string describing how it was split, recorded in the manifest and
+    checked when the folder is built again.
     stop_after_shards: stop (without a manifest, like a crash) once that many shards were
     written in this call; for tests of resuming. Returns the manifest dict."""
     if isinstance(tokenizer, str):
@@ -552,7 +555,7 @@ def build_shards(out_dir, labeled_documents, tokenizer="gpt2", source="custom", 
         w.finish(stream_end)
     stop_after_shards = None
     shard_done()   # the final state, with the last (short) shards
-    manifest = {k: v for k, v in config.items() if k != "split_rule"}
+    manifest = dict(config)   # split_rule too: a rerun with another val rule is refused, progress.json or not
     manifest["splits"] = {s: w.summary() for s, w in writers.items()}
     _dump_json(manifest_path, manifest)   # last: its presence means every shard is complete
     return manifest

@@ -124,7 +124,8 @@ def test_jsonl_roundtrip_with_workers(tmp_path, docs, monkeypatch):
     with open(os.path.join(out, "manifest.json")) as f:
         assert json.load(f) == m
     # The manifest has exactly the keys INTERFACES.md fixes, nothing run-specific (times, hosts).
-    assert set(m) == {"format", "version", "source", "tokenizer", "dtype", "shard_tokens", "splits"}
+    assert set(m) == {"format", "version", "source", "tokenizer", "dtype", "shard_tokens", "split_rule", "splits"}
+    assert m["split_rule"] == f"blake2b-hash:{VAL_FRACTION}"
     assert set(m["splits"]["val"]) == {"documents", "tokens", "bytes", "bytes_per_token", "shards"}
 
 
@@ -452,6 +453,17 @@ def test_finished_build_is_not_redone_and_other_config_is_refused(tmp_path, refe
     with pytest.raises(ValueError, match=r"split_rule"):
         fineweb.build_from_source(out, src, shard_tokens=SHARD, val_fraction=0.3, workers=0, progress=False)
     assert dir_bytes(out) == reference
+    # Without progress.json only the manifest knows the build: it records the split rule too.
+    os.remove(os.path.join(out, "progress.json"))
+    with pytest.raises(ValueError, match=r'split_rule="blake2b-hash:0.2", not "blake2b-hash:0.3"'):
+        fineweb.build_from_source(out, src, shard_tokens=SHARD, val_fraction=0.3, workers=0, progress=False)
+    # A manifest from before split_rule was recorded: nothing to compare, the build stands.
+    with open(os.path.join(out, "manifest.json")) as f:
+        old = json.load(f)
+    del old["split_rule"]
+    with open(os.path.join(out, "manifest.json"), "w") as f:
+        json.dump(old, f)
+    assert fineweb.build_from_source(out, src, shard_tokens=SHARD, **kw) == old
 
 
 # ---- bad input: one clear line, no half-written shard ------------------------------------------
