@@ -29,6 +29,7 @@ import json
 import multiprocessing
 import os
 import re
+import signal
 import sys
 import sysconfig
 import time
@@ -263,6 +264,9 @@ _worker_tokenizer = None
 def _init_worker(tokenizer):
     global _worker_tokenizer
     _worker_tokenizer = tokenizer   # pickled across (tiktoken's GPT-2 by name, others in full)
+    # Ctrl-C reaches every process of the terminal's group: the parent alone handles it (one
+    # line, then it stops the pool); a worker would print a traceback of its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def tokenize_documents(texts, tokenizer, dtype):

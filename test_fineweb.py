@@ -440,6 +440,25 @@ def test_killed_cli_run_resumes_byte_identical(tmp_path, docs):
     assert dir_bytes(out) == dir_bytes(ref)   # also: no temp file of the killed run is left
 
 
+def test_ctrl_c_with_workers_prints_one_line(tmp_path, docs):
+    """Ctrl-C signals the whole process group, workers included: only the parent may speak."""
+    src = write_jsonl(tmp_path / "c.jsonl", docs * 4)
+    out = str(tmp_path / "out")
+    args = ["--source", src, "--out", out, "--shard-tokens", "400", "--val-fraction", str(VAL_FRACTION), "--quiet"]
+    proc = subprocess.Popen([sys.executable, "fineweb.py", "--workers", "2"] + args, cwd=HERE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)   # its own group, as a terminal's job
+    while not os.path.exists(os.path.join(out, "progress.json")) and proc.poll() is None:
+        time.sleep(0.002)   # the workers are up once the first shard is written
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert not os.path.exists(os.path.join(out, "manifest.json")), "finished before it could be interrupted"
+    assert proc.returncode == 1
+    assert err == "fineweb.py: interrupted; run the same command again to continue\n"
+    fineweb.main(args + ["--workers", "0"])   # and, as it says, running it again finishes the job
+    with open(os.path.join(out, "manifest.json")) as f:
+        check_build(out, json.load(f), expected_split(docs * 4), shard_tokens=400)
+
+
 def test_finished_build_is_not_redone_and_other_config_is_refused(tmp_path, reference_build):
     src, reference = reference_build
     out = str(tmp_path / "out")
