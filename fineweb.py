@@ -161,8 +161,9 @@ def _local_files(spec):
     return loaders.pop(), files
 
 
-def _dataset_documents(label, text_column, load_args, load_kwargs):
-    """Documents from a `datasets` streaming loader, the same code for the Hub and local files."""
+def _dataset_documents(label, text_column, load_args, load_kwargs, locate=lambda read_failed: None):
+    """Documents from a `datasets` streaming loader, the same code for the Hub and local files.
+    locate(read_failed): where a failure comes from, "path:line: what", or None (_locate_problem)."""
     import datasets  # imported here: ~2 s, and the pydocs path does not need it
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity(datasets.logging.CRITICAL)   # we report its errors, in one line
@@ -170,9 +171,9 @@ def _dataset_documents(label, text_column, load_args, load_kwargs):
         stream = datasets.load_dataset(*load_args, split="train", streaming=True, **load_kwargs)
         features = stream.features
     except Exception as e:   # (pyarrow's errors are ValueErrors too: catch them all here)
-        raise ValueError(f"cannot read {label}: {_one_line(e)}") from None
+        raise ValueError(locate(True) or f"cannot read {label}: {_one_line(e)}") from None
     if features is not None:   # a known schema: check the column now, and read only it
-        _check_column(label, text_column, features)
+        _check_column(label, text_column, features, locate)
         stream = stream.select_columns([text_column])
     batches = iter(stream.iter(batch_size=READ_BATCH))
     row = 0
@@ -182,20 +183,106 @@ def _dataset_documents(label, text_column, load_args, load_kwargs):
         except StopIteration:
             return
         except Exception as e:   # corrupt parquet, broken JSON line, undecodable text, network...
-            raise ValueError(f"cannot read {label} (after {row} rows): {_one_line(e)}") from None
-        _check_column(label, text_column, batch)
+            raise ValueError(locate(True) or f"cannot read {label} (after {row} rows): {_one_line(e)}") from None
+        _check_column(label, text_column, batch, locate)
         for text in batch[text_column]:
             if not isinstance(text, str):
-                raise ValueError(f"{label}: row {row}: column {text_column!r} holds "
-                                 f"{type(text).__name__}, not text")
+                raise ValueError(locate(False) or f"{label}: row {row + 1}: column {text_column!r} holds "
+                                             f"{type(text).__name__}, not text")
             row += 1
             yield text
 
 
-def _check_column(label, text_column, columns):
+def _check_column(label, text_column, columns, locate):
     if text_column not in columns:
-        raise ValueError(f"{label} has no column {text_column!r} (it has: {', '.join(columns)}); "
-                         f"choose one with --text-column")
+        # No column at all: the files hold only blank lines (an empty source) or `{}` rows.
+        raise ValueError((not columns and locate(False)) or f"{label} has no column {text_column!r} (it has: "
+                         f"{', '.join(columns)}); choose one with --text-column")
+
+
+def _locate_problem(label, loader, files, text_column, read_failed):
+    """After `datasets` failed on local files: read them again, plainly, for the first problem as
+    "path:line: what" (pyarrow's own messages count rows within a block and name only the
+    folder), or say the source is empty. None if nothing is found. Only failures pay for this.
+    A failed read is first blamed on what makes a file unreadable (bad UTF-8, bad JSON), then
+    on rows without text (no such key, null, a number), the only suspects when a read worked."""
+    check = _parquet_problem if loader == "parquet" else _lines_problem
+    for values in ((False, True) if read_failed else (True,)):
+        empty = True
+        for path in files:
+            problem, has_rows = check(path, loader, text_column, values)
+            if problem:
+                return problem
+            empty = empty and not has_rows
+        if empty:
+            return f"source {label} is empty: it holds no text"
+    return None
+
+
+def _lines_problem(path, loader, text_column, values):
+    """(first problem in a .jsonl/.json/.txt file or None, whether it holds anything to read)."""
+    if path.lower().endswith(".json") and _is_json_document(path):
+        return None, True   # one JSON document (e.g. an array of rows), not JSON lines
+    has_rows = False
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")   # a BOM is fine
+            except UnicodeDecodeError as e:
+                return f"{path}:{number}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1})", has_rows
+            if loader == "text":
+                has_rows = True
+            elif line.strip():   # a JSON line; `datasets` skips blank ones
+                has_rows = True
+                problem = _json_line_problem(line.rstrip("\r\n"), text_column, values)
+                if problem:
+                    return f"{path}:{number}: {problem}", True
+    return None, has_rows
+
+
+_JSON_TYPES = {dict: "an object", list: "an array", int: "a number", float: "a number",
+               bool: "true/false", type(None): "null", str: "a string"}
+
+
+def _json_line_problem(line, text_column, values):
+    try:
+        row = json.loads(line)
+    except ValueError as e:   # e.msg reads "Expecting ',' delimiter", "Invalid control character at"
+        return f"not valid JSON: {e.msg.removesuffix(' at')} at column {e.colno}"
+    if not isinstance(row, dict):
+        return f"{_JSON_TYPES.get(type(row), 'a value')}, not a JSON object"
+    if values and text_column not in row:
+        return f"no {text_column!r} key" + (f" (it has: {', '.join(row)})" if row else "")
+    if values and not isinstance(row[text_column], str):
+        return f"{text_column!r} holds {_JSON_TYPES.get(type(row[text_column]), 'a value')}, not text"
+    return None
+
+
+def _is_json_document(path):
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            json.load(f)
+        return True
+    except ValueError:   # (UnicodeDecodeError is one too)
+        return False
+
+
+def _parquet_problem(path, loader, text_column, values):
+    """(first problem in a .parquet file or None, whether it has rows)."""
+    import pyarrow.parquet as pq
+    try:
+        pf = pq.ParquetFile(path)
+        if text_column not in pf.schema_arrow.names:
+            return f"{path} has no column {text_column!r}; choose one with --text-column", True
+        rows = 0
+        for batch in pf.iter_batches(columns=[text_column]):   # reading it finds damaged pages
+            nulls = batch.column(0).is_null().to_pylist() if values and batch.column(0).null_count else []
+            if True in nulls:
+                return f"{path}: row {rows + nulls.index(True) + 1}: {text_column!r} is null, not text", True
+            rows += batch.num_rows
+    except Exception as e:   # pyarrow raises ArrowInvalid, OSError, ... for a damaged file
+        return f"{path}: not a readable parquet file ({_one_line(e)})", True
+    return None, rows > 0
 
 
 def open_source(spec, text_column="text"):
@@ -213,7 +300,8 @@ def open_source(spec, text_column="text"):
     if loader == "text":
         kwargs["sample_by"] = "document"   # whole file = one document (newlines become "\n")
     name = os.path.abspath(spec)
-    return Source(name, lambda: _dataset_documents(name, text_column, (loader,), kwargs))
+    locate = lambda read_failed: _locate_problem(name, loader, files, text_column, read_failed)
+    return Source(name, lambda: _dataset_documents(name, text_column, (loader,), kwargs, locate))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -512,29 +512,74 @@ def test_missing_text_column(tmp_path, docs):
 
 
 def test_empty_sources(tmp_path):
-    (tmp_path / "empty.jsonl").write_text("")
-    assert "empty" in cli_error(["--source", str(tmp_path / "empty.jsonl")], tmp_path / "o1")
+    # (no "empty" in these names: the message must say it, not just echo the path)
+    (tmp_path / "zero.jsonl").write_text("")
+    assert "zero.jsonl is empty: it holds no text" in cli_error(["--source", str(tmp_path / "zero.jsonl")], tmp_path / "o1")
     (tmp_path / "blank.txt").write_text("")
-    assert "empty" in cli_error(["--source", str(tmp_path / "blank.txt")], tmp_path / "o2")
+    assert "blank.txt is empty: it holds no text" in cli_error(["--source", str(tmp_path / "blank.txt")], tmp_path / "o2")
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "notes.md").write_text("not a supported type")
-    assert "empty" in cli_error(["--source", str(tmp_path / "d")], tmp_path / "o3")
+    assert "d' is empty: no .jsonl/" in cli_error(["--source", str(tmp_path / "d")], tmp_path / "o3")
     assert "no such file" in cli_error(["--source", str(tmp_path / "nope.jsonl")], tmp_path / "o4")
+    (tmp_path / "lines.jsonl").write_text("\n\n  \n")
+    assert "lines.jsonl is empty: it holds no text" in cli_error(["--source", str(tmp_path / "lines.jsonl")], tmp_path / "o5")
+    (tmp_path / "two").mkdir()   # a folder of such files is empty too
+    (tmp_path / "two" / "a.jsonl").write_text("")
+    (tmp_path / "two" / "b.jsonl").write_text("\n")
+    assert "two is empty: it holds no text" in cli_error(["--source", str(tmp_path / "two")], tmp_path / "o6")
 
 
 def test_unreadable_files(tmp_path, docs):
     (tmp_path / "bad.parquet").write_bytes(b"this is not parquet" * 10)
     msg = cli_error(["--source", str(tmp_path / "bad.parquet")], tmp_path / "o1")
-    assert "cannot read" in msg and "bad.parquet" in msg
+    assert f"{tmp_path / 'bad.parquet'}: not a readable parquet file (" in msg
     good = "\n".join(json.dumps({"text": d}) for d in docs[:5])
     (tmp_path / "bad.jsonl").write_text(good + '\n{"text": "unterminated\n')
     msg = cli_error(["--source", str(tmp_path / "bad.jsonl")], tmp_path / "o2")
-    assert "cannot read" in msg and "bad.jsonl" in msg
+    assert msg.endswith("bad.jsonl:6: not valid JSON: Unterminated string starting at column 10")
     (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
     msg = cli_error(["--source", str(tmp_path / "latin1.txt")], tmp_path / "o3")
-    assert "cannot read" in msg and "utf-8" in msg
+    assert msg.endswith("latin1.txt:1: not UTF-8 text (byte 0xe9 at column 4)")
     (tmp_path / "x.csv").write_text("a,b\n")
     assert "unsupported file type '.csv'" in cli_error(["--source", str(tmp_path / "x.csv")], tmp_path / "o4")
+
+
+def test_bad_line_in_a_folder_is_named_by_file_and_line(tmp_path, docs):
+    """pyarrow counts rows within a block and names only the folder: the error must say which
+    file and which line, 1-based, as an editor shows it."""
+    jl = tmp_path / "jl"
+    jl.mkdir()
+    write_jsonl(jl / "a.jsonl", docs[:60])
+    lines = [json.dumps({"text": d}) for d in docs[60:75]]
+    lines[10] = '{"text": "a tab\there is a raw control character"}'   # line 11
+    (jl / "b.jsonl").write_text("\n".join(lines) + "\n")
+    msg = cli_error(["--source", str(jl)], tmp_path / "o1")
+    assert msg == f"fineweb.py: error: {jl / 'b.jsonl'}:11: not valid JSON: Invalid control character at column 16"
+
+    lines[10] = json.dumps({"body": "the text is under another key"})   # a row without text
+    (jl / "b.jsonl").write_text("\n".join(lines) + "\n")
+    msg = cli_error(["--source", str(jl)], tmp_path / "o2")
+    assert msg == f"fineweb.py: error: {jl / 'b.jsonl'}:11: no 'text' key (it has: body)"
+    lines[10] = json.dumps({"text": None})
+    (jl / "b.jsonl").write_text("\n".join(lines) + "\n")
+    assert cli_error(["--source", str(jl)], tmp_path / "o3").endswith("b.jsonl:11: 'text' holds null, not text")
+
+    tx = tmp_path / "tx"
+    tx.mkdir()
+    (tx / "a.txt").write_text("fine\n" * 3)
+    (tx / "b.txt").write_bytes(b"line one\nline two\nna\xefve in Latin-1\n")
+    msg = cli_error(["--source", str(tx)], tmp_path / "o4")
+    assert msg == f"fineweb.py: error: {tx / 'b.txt'}:3: not UTF-8 text (byte 0xef at column 3)"
+
+    pqs = tmp_path / "pq"
+    pqs.mkdir()
+    pq.write_table(pa.table({"text": docs[:5]}), pqs / "a.parquet")
+    (pqs / "b.parquet").write_bytes(b"this is not parquet" * 10)
+    msg = cli_error(["--source", str(pqs)], tmp_path / "o5")
+    assert msg.startswith(f"fineweb.py: error: {pqs / 'b.parquet'}: not a readable parquet file (")
+    pq.write_table(pa.table({"text": ["a", "b", None]}), pqs / "b.parquet")
+    msg = cli_error(["--source", str(pqs)], tmp_path / "o6")
+    assert msg == f"fineweb.py: error: {pqs / 'b.parquet'}: row 3: 'text' is null, not text"
 
 
 def test_tokenizer_that_does_not_load(tmp_path, docs):
