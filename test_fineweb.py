@@ -26,6 +26,7 @@ ENC = tiktoken.get_encoding("gpt2")
 EOT = ENC.eot_token
 VAL_FRACTION = 0.2
 SHARD = 997   # a prime, so shard ends fall anywhere inside documents
+KW = dict(val_fraction=VAL_FRACTION, shard_tokens=SHARD, workers=0, progress=False)  # the reference build's settings
 
 
 def make_docs(n=80, seed=1):
@@ -369,18 +370,24 @@ def test_interrupted_at_any_write_reruns_to_the_same_build(tmp_path, docs, monke
     assert k > 15 and writes[-2:] == ["progress.json", "manifest.json"]
 
 
-def test_finished_build_without_its_manifest_is_rebuilt_identically(tmp_path, reference_build, monkeypatch):
-    """manifest.json deleted, or its write failed: rerunning writes it again, and nothing else."""
+@pytest.mark.parametrize("stop_after, lost", [
+    (None, ["manifest.json"]),                       # a finished build whose manifest was deleted
+    (9, ["progress.json", "train_000003.npy"]),      # a crash before the first progress write
+])
+def test_lost_files_are_rebuilt_identically(tmp_path, reference_build, stop_after, lost):
     src, reference = reference_build
     out = str(tmp_path / "out")
-    kw = dict(val_fraction=VAL_FRACTION, shard_tokens=SHARD, workers=0, progress=False)
-    fineweb.build_from_source(out, src, **kw)
-    os.remove(os.path.join(out, "manifest.json"))
-    m = fineweb.build_from_source(out, src, **kw)
+    fineweb.build_from_source(out, src, stop_after_shards=stop_after, **KW)
+    for name in lost:
+        os.remove(os.path.join(out, name))
+    m = fineweb.build_from_source(out, src, **KW)
     assert dir_bytes(out) == reference   # same shards and sha256s, no extra shard file
     check_build(out, m, expected_split(make_docs()))
 
-    out = str(tmp_path / "out2")
+
+def test_failed_manifest_write_reruns_to_the_same_build(tmp_path, reference_build, monkeypatch):
+    src, reference = reference_build
+    out = str(tmp_path / "out")
     real = fineweb._dump_json
 
     def disk_full_at_manifest(path, obj):
@@ -390,28 +397,16 @@ def test_finished_build_without_its_manifest_is_rebuilt_identically(tmp_path, re
 
     monkeypatch.setattr(fineweb, "_dump_json", disk_full_at_manifest)
     with pytest.raises(OSError, match="No space left"):
-        fineweb.build_from_source(out, src, **kw)
+        fineweb.build_from_source(out, src, **KW)
     monkeypatch.setattr(fineweb, "_dump_json", real)
-    fineweb.build_from_source(out, src, **kw)
-    assert dir_bytes(out) == reference
-
-
-def test_lost_progress_file_restarts_and_still_matches(tmp_path, reference_build):
-    src, reference = reference_build
-    out = str(tmp_path / "out")
-    kw = dict(val_fraction=VAL_FRACTION, shard_tokens=SHARD, workers=0, progress=False)
-    fineweb.build_from_source(out, src, stop_after_shards=9, **kw)
-    os.remove(os.path.join(out, "progress.json"))   # crash before the first progress write
-    os.remove(os.path.join(out, "train_000003.npy"))
-    fineweb.build_from_source(out, src, **kw)
+    fineweb.build_from_source(out, src, **KW)
     assert dir_bytes(out) == reference
 
 
 def test_resume_refuses_a_damaged_shard(tmp_path, reference_build):
     src, _ = reference_build
     out = str(tmp_path / "out")
-    kw = dict(val_fraction=VAL_FRACTION, shard_tokens=SHARD, workers=0, progress=False)
-    fineweb.build_from_source(out, src, stop_after_shards=4, **kw)
+    fineweb.build_from_source(out, src, stop_after_shards=4, **KW)
     with open(os.path.join(out, "progress.json")) as f:
         second = [s["file"] for sp in json.load(f)["splits"].values() for s in sp["shards"]][1]
     with open(os.path.join(out, second), "r+b") as f:
@@ -420,7 +415,7 @@ def test_resume_refuses_a_damaged_shard(tmp_path, reference_build):
         f.seek(-1, os.SEEK_END)
         f.write(bytes([last ^ 1]))   # one flipped bit: the recorded checksum no longer holds
     with pytest.raises(ValueError, match=second + " is missing or differs"):
-        fineweb.build_from_source(out, src, **kw)
+        fineweb.build_from_source(out, src, **KW)
 
 
 def test_killed_cli_run_resumes_byte_identical(tmp_path, docs):
