@@ -285,6 +285,17 @@ def _parquet_problem(path, loader, text_column, values):
     return None, rows > 0
 
 
+def _refuse_leading_null(path):
+    """pyarrow infers a JSON-lines file's schema from its first row, and a first row of `null`
+    crashes the whole process (a segfault: no exception to catch), so look at that row first."""
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            if raw.strip():
+                if raw.strip() == b"null":
+                    raise ValueError(f"{path}:{number}: null, not a JSON object")
+                return
+
+
 def open_source(spec, text_column="text"):
     """Resolve a --source spec to a Source; local files are validated here, before any work."""
     spec = SOURCE_ALIASES.get(spec, spec)
@@ -299,6 +310,9 @@ def open_source(spec, text_column="text"):
     kwargs = {"data_files": [os.path.abspath(f) for f in files]}
     if loader == "text":
         kwargs["sample_by"] = "document"   # whole file = one document (newlines become "\n")
+    if loader == "json":
+        for path in files:
+            _refuse_leading_null(path)
     name = os.path.abspath(spec)
     locate = lambda read_failed: _locate_problem(name, loader, files, text_column, read_failed)
     return Source(name, lambda: _dataset_documents(name, text_column, (loader,), kwargs, locate))

@@ -539,6 +539,20 @@ def test_unreadable_files(tmp_path, docs):
     assert "unsupported file type '.csv'" in cli_error(["--source", str(tmp_path / "x.csv")], tmp_path / "o4")
 
 
+def test_a_leading_null_row_is_an_error_not_a_crash(tmp_path, docs):
+    """pyarrow segfaults on a JSON-lines file whose first row is null; run in a child process,
+    so that if the guard ever fails, the crash shows as a failed test, not a dead test run."""
+    folder = tmp_path / "src"
+    folder.mkdir()
+    write_jsonl(folder / "a.jsonl", docs[:5])
+    (folder / "b.jsonl").write_text("\n\nnull\n" + json.dumps({"text": docs[5]}) + "\n")
+    run = subprocess.run([sys.executable, os.path.join(HERE, "fineweb.py"), "--source", str(folder),
+                          "--out", str(tmp_path / "out"), "--quiet", "--workers", "0"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1, (run.returncode, run.stderr[-500:])
+    assert run.stderr.strip().splitlines()[-1] == f"fineweb.py: error: {folder / 'b.jsonl'}:3: null, not a JSON object"
+
+
 def test_bad_line_in_a_folder_is_named_by_file_and_line(tmp_path, docs):
     """pyarrow counts rows within a block and names only the folder: the error must say which
     file and which line, 1-based, as an editor shows it."""
