@@ -30,6 +30,7 @@ import argparse
 import base64
 import codecs
 import collections
+import collections.abc
 import contextlib
 import functools
 import hashlib
@@ -170,12 +171,22 @@ def gpt2_bytes_to_unicode():
 
 
 def resolve_pattern(pattern):
-    """A pattern name ("gpt2", "gpt4") or a regex of our own -> the regex string."""
+    r"""A pattern name ("gpt2", "gpt4") or a regex of our own -> the regex string.
+
+    A pattern of our own must also compile in tiktoken's Rust regex engine (to_tiktoken) and
+    should mean the same there: e.g. Python's `$` also matches before a final newline, Rust's
+    does not (the built-in patterns avoid the difference with `\s++$`)."""
     pattern = SPLIT_PATTERNS.get(pattern, pattern)
     try:
         regex.compile(pattern)
     except regex.error as e:
         raise ValueError(f"bad split pattern {pattern!r}: {e}") from None
+    if pattern not in SPLIT_PATTERNS.values():
+        try:  # found now, not after a whole training run
+            tiktoken.Encoding("check", pat_str=pattern, mergeable_ranks={bytes([i]): i for i in range(256)},
+                              special_tokens={})
+        except ValueError as e:
+            raise ValueError(f"split pattern {pattern!r} does not compile in tiktoken: {' '.join(str(e).split())}") from None
     return pattern
 
 
@@ -201,6 +212,7 @@ def _count_batch(documents, pattern, specials, counts):
     cut out first, so training never learns merges that run into or through them."""
     split_chunks = chunk_splitter(pattern)
     for doc in documents:
+        doc = _encodable(doc)  # what the encoder will see
         pieces = _special_splitter(specials).split(doc)[::2] if specials else (doc,)
         for piece in pieces:
             counts.update(split_chunks(piece))  # Counter counts an iterable in C
@@ -550,7 +562,7 @@ class Tokenizer:
             return self.encode_ordinary(text)
         elif allowed_special == "none_raise":
             allowed = set()
-        elif isinstance(allowed_special, (set, frozenset, list, tuple)):
+        elif isinstance(allowed_special, (collections.abc.Set, list, tuple)):  # e.g. special_tokens.keys()
             allowed = set(allowed_special)
             unknown = allowed - set(self.special_tokens)
             if unknown:
@@ -754,18 +766,39 @@ class Tokenizer:
 
 
 def _replace_surrogates(text):
+    """What tiktoken does to a Python str with surrogates: pairs become their character, lone
+    ones U+FFFD (UTF-8 cannot hold them)."""
     return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
+def _encodable(text):
+    """text, with surrogates replaced as tiktoken does if it has any (rare: a cheap check first)."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return _replace_surrogates(text)
+
+
 def _check_special_strings(strings):
-    """Special tokens must be non-empty, distinct strings."""
-    seen = set()
+    """Special tokens must be non-empty, distinct, valid Unicode strings, none inside another
+    (tiktoken picks between overlapping ones by its hash order, so its ids would not be ours)."""
+    seen = []
     for s in strings:
         if not isinstance(s, str) or not s:
             raise ValueError(f"special token {s!r} must be a non-empty string")
         if s in seen:
             raise ValueError(f"special token {s!r} is given twice")
-        seen.add(s)
+        try:
+            s.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"special token {s!r} is not valid Unicode text (a lone surrogate)") from None
+        for other in seen:
+            if other in s or s in other:
+                raise ValueError(f"special tokens {other!r} and {s!r} overlap (one holds the other)")
+        seen.append(s)
 
 
 def _hex_byte(text):
@@ -850,9 +883,9 @@ def load_tokenizer(spec):
 
 def read_text_file(path, safe_cuts, piece_chars=TRAIN_BATCH_CHARS):
     """Yield the text of a UTF-8 file. With safe_cuts, in pieces of about piece_chars, each
-    cut just after a newline that sits between two non-space characters: for the GPT-2 and
-    GPT-4 patterns no chunk spans such a newline, so the pieces give the same chunks as the
-    whole file. Without, the whole file at once. Not UTF-8 -> ValueError naming the file."""
+    cut where no GPT-2 or GPT-4 chunk can span (see _last_safe_cut), so the pieces give the
+    same chunks as the whole file. Without, the whole file at once. Not UTF-8 -> ValueError
+    naming the file."""
     decoder = codecs.getincrementaldecoder("utf-8")()
     text, consumed = "", 0
     with open(path, "rb") as f:
@@ -876,13 +909,16 @@ def read_text_file(path, safe_cuts, piece_chars=TRAIN_BATCH_CHARS):
 
 
 def _last_safe_cut(text, start=0):
-    """Index just after the last newline in text[start:] with a non-space on both sides, or 0."""
+    """Index just after the last newline in text[start:] with a non-space on both sides; else
+    (a file with CRLF line ends, or none) just before the last such space: no GPT-2 or GPT-4
+    chunk holds a non-space followed by a space. 0 if there is neither."""
     start = max(start, 1)
-    i = text.rfind("\n", start, len(text) - 1)
-    while i >= start:
-        if not text[i - 1].isspace() and not text[i + 1].isspace():
-            return i + 1
-        i = text.rfind("\n", start, i)
+    for separator, cut_after in (("\n", 1), (" ", 0)):
+        i = text.rfind(separator, start, len(text) - 1)
+        while i >= start:
+            if not text[i - 1].isspace() and not text[i + 1].isspace():
+                return i + cut_after
+            i = text.rfind(separator, start, i)
     return 0
 
 
@@ -936,7 +972,8 @@ def main(argv=None):
             for path in args.inputs:
                 if not os.path.isfile(path):
                     raise ValueError(f"{path}: no such file")
-            safe_cuts = tok.pattern in SPLIT_PATTERNS.values()
+            # Cutting files is safe for the built-in patterns, unless a cut could split a special token.
+            safe_cuts = tok.pattern in SPLIT_PATTERNS.values() and not any(c.isspace() for t in specials for c in t)
             documents = (piece for path in args.inputs for piece in read_text_file(path, safe_cuts))
             tok.train(documents, args.vocab_size, special_tokens=specials, workers=args.workers,
                       progress=not args.quiet)

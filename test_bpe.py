@@ -213,6 +213,7 @@ def test_special_token_rules_follow_tiktoken(trained):
     assert trained.encode("plain") == trained.encode_ordinary("plain")
     with pytest.raises(ValueError, match="unknown special"):
         trained.encode("x", allowed_special={"<|nope|>"})
+    assert trained.encode(text, allowed_special=trained.special_tokens.keys()) == trained.encode(text, allowed_special="all")
 
 
 def test_decode_replaces_invalid_utf8_and_rejects_unknown_ids(trained):
@@ -359,11 +360,29 @@ def test_colliding_special_tokens():
         bpe.Tokenizer().train("hello", 300, special_tokens=[bpe.EOT, bpe.EOT])
     with pytest.raises(ValueError, match="non-empty"):
         bpe.Tokenizer().train("hello", 300, special_tokens=[""])
+    with pytest.raises(ValueError, match="lone surrogate"):  # refused before training, not after it
+        bpe.Tokenizer().train("hello", 300, special_tokens=["<|\ud800|>"])
+    # tiktoken would choose between overlapping specials by hash order, not as our encoder does
+    with pytest.raises(ValueError, match=r"special tokens '<\|a\|>' and 'x<\|a\|>' overlap"):
+        bpe.Tokenizer().train("hello", 300, special_tokens=["<|a|>", "x<|a|>"])
 
 
 def test_bad_pattern():
     with pytest.raises(ValueError, match="bad split pattern"):
         bpe.Tokenizer("(unclosed")
+    # Python's regex takes these, tiktoken's Rust engine does not: refused before training
+    for pattern in (r"\X|\s", r"(?|a|b)+"):
+        with pytest.raises(ValueError, match="does not compile in tiktoken"):
+            bpe.Tokenizer(pattern)
+
+
+def test_surrogates_in_training_text_are_replaced_as_the_encoder_does():
+    # a pair becomes its character (here a letter, U+1D518), a lone one U+FFFD, as in tiktoken
+    text = "ab\ud835\udd18cd ab\ud800 x\ud835\udd18"
+    assert bpe._replace_surrogates(text) == "ab\U0001d518cd ab\ufffd x\U0001d518"
+    with_surrogates = bpe.Tokenizer().train([text] * 3, 280)
+    assert with_surrogates.merges == bpe.Tokenizer().train([bpe._replace_surrogates(text)] * 3, 280).merges
+    assert with_surrogates.encode_ordinary(text) == with_surrogates.to_tiktoken().encode_ordinary(text)
 
 
 # -- load_tokenizer ----------------------------------------------------------------------------
@@ -401,11 +420,12 @@ def test_load_tokenizer_errors(tmp_path):
 # -- reading input files -----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])  # CRLF files are cut at spaces instead
 @pytest.mark.parametrize("pattern", ["gpt2", "gpt4"])
-def test_file_pieces_give_the_same_chunks_as_the_whole_file(tmp_path, pattern):
-    text = "".join(TRAIN_DOCUMENTS[:1]) + HELD_OUT + "x.\ny\n  \nz\n\tw\n"
+def test_file_pieces_give_the_same_chunks_as_the_whole_file(tmp_path, pattern, newline):
+    text = ("".join(TRAIN_DOCUMENTS[:1]) + HELD_OUT + "x.\ny\n  \nz\n\tw\n").replace("\n", newline)
     path = tmp_path / "in.txt"
-    path.write_text(text, encoding="utf-8")
+    path.write_bytes(text.encode("utf-8"))
     pieces = list(bpe.read_text_file(path, safe_cuts=True, piece_chars=300))
     assert len(pieces) > 10 and "".join(pieces) == text
     regex_pattern = bpe.resolve_pattern(pattern)
@@ -456,6 +476,18 @@ def test_cli_train_encode_decode(tmp_path):
     decoded = run_cli("decode", "--model", model, stdin=encoded.stdout)
     assert decoded.returncode == 0 and decoded.stdout == text
     assert run_cli("encode", "--model", "gpt2", "Hello world").stdout.split() == ["15496", "995"]
+
+
+@pytest.mark.parametrize("special,cut", [("<|x|>", True), ("X\nY", False)])
+def test_cli_never_cuts_files_through_a_special_token(tmp_path, monkeypatch, special, cut):
+    """Files are cut at whitespace; a special token holding whitespace could be cut in two."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("a X\nY b\n" * 50, encoding="utf-8")
+    seen, real = [], bpe.read_text_file
+    monkeypatch.setattr(bpe, "read_text_file", lambda path, safe_cuts: seen.append(safe_cuts) or real(path, safe_cuts))
+    bpe.main(["train", "--vocab-size", "270", "--out", str(tmp_path / "m.model"), "--quiet", "--special", special,
+              str(corpus)])
+    assert seen == [cut]
 
 
 def test_cli_help():
