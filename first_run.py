@@ -16,8 +16,10 @@ The stages, each done by the repo's real code:
   5. results    the final val loss in nats/token and bits/byte, a loss-curve PNG from
                 train_gpt2's metrics.jsonl, and samples from the saved checkpoint.
 
-Stages 1-3 are skipped when their output is already in --out (it is keyed by corpus size and
-vocab size); stage 4 always starts afresh, replacing --out/log.
+Stages 1-3 are skipped when their output is already in --out, built with the same settings: the
+file names hold the Python version, corpus size, vocab size and val fraction, and the shards'
+manifest must record the same source, split and tokenizer file. Stage 4 always starts afresh,
+replacing --out/log.
 """
 import argparse
 import contextlib
@@ -75,34 +77,73 @@ def corpus(max_docs):
     return list(itertools.islice(docs, max_docs) if max_docs else docs)
 
 
+def data_tag(source_name, vocab, max_docs, val_fraction):
+    """The name shared by a tokenizer file and its shard folder. It holds every setting that
+    decides their contents (the corpus, which Python it came from, the split, the vocabulary), so
+    a run with other settings builds a new pair beside the old one instead of reusing it."""
+    docs = f"-{max_docs}docs" if max_docs else ""
+    return f"{source_name.replace(':', '-')}{docs}-vocab{vocab}-val{val_fraction!r}"
+
+
+def mismatch(tok_path, shard_dir, source, split_rule):
+    """Why the tokenizer and shards on disk can't be reused (None when they can): the shards must
+    be complete (manifest.json is written last) and record this source, this split and this very
+    tokenizer file. Files from an interrupted or hand-edited run fail one of these checks."""
+    manifest_path = os.path.join(shard_dir, fineweb.MANIFEST)
+    if not os.path.exists(tok_path):
+        return f"{tok_path} does not exist"
+    if not os.path.exists(manifest_path):
+        return f"{manifest_path} does not exist"
+    try:
+        with open(manifest_path) as f:
+            manifest = json.load(f)
+        identity = bpe.load_tokenizer(tok_path).identity
+    except (OSError, ValueError) as e:
+        return fineweb._one_line(e)
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("tokenizer"), dict):
+        return f"{manifest_path} is not a shard manifest"
+    for what, theirs, ours in [("source", manifest.get("source"), source),
+                               ("split_rule", manifest.get("split_rule"), split_rule),
+                               ("shard_tokens", manifest.get("shard_tokens"), SHARD_TOKENS),
+                               ("tokenizer", manifest["tokenizer"].get("identity"), identity)]:
+        if theirs != ours:
+            return f"{manifest_path} records {what} {theirs!r}, this run needs {ours!r}"
+    return None
+
+
 def prepare_data(out, vocab, max_docs, val_fraction, say=print):
     """Build (or reuse) tokenizer + shards in `out`. Returns (tokenizer path, shard dir)."""
-    tag = f"pydocs{'-' + str(max_docs) if max_docs else ''}-{vocab}"
+    pydocs = fineweb.open_source(fineweb.PYDOCS).name   # names this Python's version: its docs differ
+    source = pydocs + (f" (first {max_docs} documents)" if max_docs else "")
+    split_rule = f"blake2b-hash:{val_fraction!r}"       # what fineweb records for split_by_hash
+    tag = data_tag(pydocs, vocab, max_docs, val_fraction)
     tok_path = os.path.join(out, f"tokenizer-{tag}.model")
     shard_dir = os.path.join(out, f"shards-{tag}")
-    manifest_path = os.path.join(shard_dir, fineweb.MANIFEST)
-    source = fineweb.open_source(fineweb.PYDOCS).name + (f" (first {max_docs} documents)" if max_docs else "")
-    if os.path.exists(tok_path) and os.path.exists(manifest_path):
+    why = mismatch(tok_path, shard_dir, source, split_rule)
+    if why is None:
         say(f"[1-3/5] reusing tokenizer {tok_path} and shards {shard_dir} (delete them to rebuild)")
         return tok_path, shard_dir
+    # Anything less than a matching pair is rebuilt whole: both take seconds, and a tokenizer kept
+    # from one build with shards from another is what makes train_gpt2 refuse the data. The old
+    # shards go first, so no moment leaves shards on disk made by another tokenizer than tok_path.
+    if os.path.exists(tok_path) or os.path.exists(shard_dir):
+        say(f"[1-3/5] rebuilding tokenizer and shards: {why}")
+    if os.path.isdir(shard_dir):
+        shutil.rmtree(shard_dir)
     t0 = time.perf_counter()
     docs = corpus(max_docs)
     labeled = list(fineweb.split_by_hash(docs, val_fraction))
     train_docs = [text for split, text in labeled if split == "train"]
     say(f"[1/5] corpus: {source}: {len(docs)} documents, {sum(len(d.encode()) for d in docs) / 1e6:.2f} MB"
         f" ({len(docs) - len(train_docs)} for val) in {time.perf_counter() - t0:.1f} s")
-    if os.path.exists(tok_path):
-        say(f"[2/5] reusing tokenizer {tok_path}")
-    else:
-        t0 = time.perf_counter()
-        tok = bpe.Tokenizer().train(train_docs, vocab, special_tokens=[bpe.EOT])
-        tok.save(tok_path)
-        say(f"[2/5] tokenizer: bpe.py learned {tok.vocab_size} tokens from the train documents in"
-            f" {time.perf_counter() - t0:.1f} s -> {tok_path}")
     t0 = time.perf_counter()
-    manifest = fineweb.build_shards(shard_dir, iter(labeled), tok_path, source,
-                                    split_rule=f"blake2b-hash:{val_fraction!r}", shard_tokens=SHARD_TOKENS,
-                                    workers=0, progress=False)
+    tok = bpe.Tokenizer().train(train_docs, vocab, special_tokens=[bpe.EOT])
+    tok.save(tok_path)
+    say(f"[2/5] tokenizer: bpe.py learned {tok.vocab_size} tokens from the train documents in"
+        f" {time.perf_counter() - t0:.1f} s -> {tok_path}")
+    t0 = time.perf_counter()
+    manifest = fineweb.build_shards(shard_dir, iter(labeled), tok_path, source, split_rule=split_rule,
+                                    shard_tokens=SHARD_TOKENS, workers=0, progress=False)
     for split in fineweb.SPLITS:
         s = manifest["splits"][split]
         say(f"[3/5] shards: {split}: {s['documents']} documents, {s['tokens']:,} tokens,"
@@ -136,10 +177,19 @@ class QuietSteps(io.TextIOBase):
         self.stream.flush()
 
 
+# train_gpt2 settings that first_run.py sets from its own flags, and the flag to use instead:
+# --train can't change them without breaking what the other stages built or read.
+BUILT_FROM = "it is built from --vocab, --max_docs and --val_fraction"
+FIXED_SETTINGS = {"model": "use --model", "max_steps": "use --steps", "log_dir": "use --out (the log is OUT/log)",
+                  "tokenizer": BUILT_FROM, "data_dir": BUILT_FROM}
+
+
 def train_args(tok_path, shard_dir, log_dir, model, steps, overrides):
-    settings = {**TRAIN_OVERRIDES, **overrides, "model": model, "tokenizer": tok_path, "data_dir": shard_dir,
-                "log_dir": log_dir, "max_steps": steps, "eval_interval": max(steps // EVALS_PER_RUN, 1),
-                "sample_interval": steps, "checkpoint_interval": steps}
+    """train_gpt2's argv. The intervals are defaults that --train may change (train_gpt2 always
+    evaluates, samples and checkpoints at the last step, which is all stage 5 reads)."""
+    intervals = {"eval_interval": max(steps // EVALS_PER_RUN, 1), "sample_interval": steps, "checkpoint_interval": steps}
+    settings = {**TRAIN_OVERRIDES, **intervals, **overrides, "model": model, "tokenizer": tok_path,
+                "data_dir": shard_dir, "log_dir": log_dir, "max_steps": steps}
     return [f"--{k}={v}" for k, v in settings.items()]
 
 
@@ -215,7 +265,8 @@ def parse_args(argv):
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default, one per core)")
     p.add_argument("--log_every", type=int, default=50, help="print every Nth training step (all are in log/log.txt)")
     p.add_argument("--train", nargs="*", default=[], metavar="NAME=VALUE",
-                   help="extra train_gpt2 settings, e.g. --train max_lr=1e-3 micro_batch_size=8 (see python train_gpt2.py --help)")
+                   help="extra train_gpt2 settings, e.g. --train max_lr=1e-3 micro_batch_size=8 (see python train_gpt2.py"
+                   f" --help); not {', '.join(FIXED_SETTINGS)}, which first_run.py sets")
     args = p.parse_args(argv)
     if args.vocab < 257:
         p.error(f"--vocab {args.vocab}: needs at least 257 (256 bytes + <|endoftext|>)")
@@ -225,11 +276,17 @@ def parse_args(argv):
         p.error(f"--val_fraction {args.val_fraction}: must be between 0 and 1")
     if args.model not in tg.MODEL_PRESETS:
         p.error(f"--model {args.model}: expected one of {', '.join(tg.MODEL_PRESETS)}")
+    if args.max_docs < 0:
+        p.error(f"--max_docs {args.max_docs}: must be 0 (all documents) or positive")
+    if args.threads < 0:
+        p.error(f"--threads {args.threads}: must be 0 (torch's default) or positive")
     overrides = {}
     for item in args.train:
         name, eq, value = item.partition("=")
         if not eq:
             p.error(f"--train {item}: expected NAME=VALUE")
+        if name in FIXED_SETTINGS:
+            p.error(f"--train {item}: first_run.py sets {name} itself; {FIXED_SETTINGS[name]}")
         overrides[name] = value
     return args, overrides
 

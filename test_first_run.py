@@ -1,7 +1,8 @@
 """first_run.py end to end at a small size: a 30-document slice of the pydocs corpus, a 400-token
 vocabulary, train_gpt2's "tiny" model for 30 steps. Two real runs of the command (a fresh
 process each, as a newcomer would type it): the first builds everything, the second must reuse
-the tokenizer and shards and retrain. Every claim the README makes about the output is checked."""
+the tokenizer and shards and retrain. Every claim the README makes about the output is checked.
+Then, in process and in seconds: flag errors, and when stages 1-3 may reuse a tokenizer + shards."""
 import json
 import math
 import os
@@ -13,14 +14,18 @@ import numpy as np
 import pytest
 
 import bpe
+import fineweb
+import first_run as fr
 import train_gpt2 as tg
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-VOCAB, STEPS, DOCS = 400, 30, 30
+VOCAB, STEPS, DOCS, EVAL_EVERY = 400, 30, 30, 5
 SMALL = ["--vocab", str(VOCAB), "--steps", str(STEPS), "--max_docs", str(DOCS), "--model", "tiny",
          "--val_fraction", "0.25", "--threads", "1", "--log_every", "10",
-         # 8 x 32 tokens a step; val estimated on 4K tokens, so the 11 evaluations stay cheap.
-         "--train", "micro_batch_size=8", "seq_len=32", "total_batch_size=256", "val_tokens=4096"]
+         # 8 x 32 tokens a step; val estimated on 4K tokens, every EVAL_EVERY steps (a --train value
+         # first_run.py's own default, STEPS // 10, must not override).
+         "--train", "micro_batch_size=8", "seq_len=32", "total_batch_size=256", "val_tokens=4096",
+         f"eval_interval={EVAL_EVERY}"]
 
 
 def first_run(*args):
@@ -89,6 +94,7 @@ def test_first_run_trains_reports_and_saves(runs):
         r = json.loads(line)
         (train if r["kind"] == "train" else val if r["kind"] == "val" else []).append(r)
     assert [r["step"] for r in train] == list(range(STEPS))
+    assert [r["step"] for r in val] == list(range(0, STEPS + 1, EVAL_EVERY))  # --train eval_interval was used
     assert val[-1]["step"] == STEPS and val[-1]["loss"] == pytest.approx(nats, abs=1e-4)
     # The checkpoint loads as a model of the tokenizer's vocabulary.
     model, spec = tg.load_model_from_checkpoint(os.path.join(out, "log"))
@@ -130,3 +136,115 @@ def test_help_and_bad_flags():
     bad = subprocess.run([sys.executable, os.path.join(HERE, "first_run.py"), "--vocab", "100"],
                          capture_output=True, text=True, timeout=120, cwd=HERE)
     assert bad.returncode != 0 and "--vocab 100" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--threads", "-1"], "--threads -1: must be 0"),        # was torch.set_num_threads's traceback
+    (["--max_docs", "-5"], "--max_docs -5: must be 0"),      # was islice's message, no flag named
+    # Settings first_run.py sets itself were silently replaced by its own values.
+    (["--train", "max_steps=5"], "--train max_steps=5: first_run.py sets max_steps itself; use --steps"),
+    (["--train", "max_lr=1e-3", "model=d12"], "--train model=d12: first_run.py sets model itself; use --model"),
+    (["--train", "log_dir=/tmp/x"], "sets log_dir itself; use --out"),
+    (["--train", "tokenizer=gpt2"], "sets tokenizer itself; it is built from --vocab"),
+    (["--train", "data_dir=/tmp/x"], "sets data_dir itself; it is built from --vocab"),
+])
+def test_bad_flags_are_one_line_errors_naming_the_flag(argv, message, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        fr.parse_args(argv)
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert ": error: " in error and message in error
+
+
+def test_train_settings_override_first_runs_defaults_but_not_its_fixed_ones():
+    args, overrides = fr.parse_args(["--steps", "100", "--train", "eval_interval=7", "max_lr=1e-3"])
+    argv = fr.train_args("tok.model", "shards", "log", args.model, args.steps, overrides)
+    settings = dict(a[2:].split("=", 1) for a in argv)
+    assert len(settings) == len(argv)   # each setting given once
+    assert settings["eval_interval"] == "7" and settings["max_lr"] == "1e-3" and settings["max_steps"] == "100"
+    assert settings["sample_interval"] == settings["checkpoint_interval"] == "100"   # the defaults remain
+
+
+# ------------------------------------------------------------------------------------------------
+# Reusing tokenizer + shards only when they match this run (stages 1-3, in process: seconds)
+
+def prepare(out, val_fraction):
+    said = []
+    tok_path, shard_dir = fr.prepare_data(str(out), VOCAB, DOCS, val_fraction, say=said.append)
+    return tok_path, shard_dir, "\n".join(said)
+
+
+def assert_consistent(tok_path, shard_dir, val_fraction):
+    """The pair is what a run with this val_fraction must train on: train_gpt2 accepts the shards
+    with this tokenizer, and they hold this split of the documents."""
+    manifest = tg.read_manifest(shard_dir, bpe.load_tokenizer(tok_path))   # raises on another tokenizer
+    assert manifest["split_rule"] == f"blake2b-hash:{val_fraction!r}"
+    labels = [split for split, _ in fineweb.split_by_hash(fr.corpus(DOCS), val_fraction)]
+    assert manifest["splits"]["val"]["documents"] == labels.count("val")
+    assert manifest["splits"]["train"]["documents"] == labels.count("train")
+
+
+def test_another_val_fraction_builds_its_own_tokenizer_and_shards(tmp_path):
+    tok_a, shards_a, said = prepare(tmp_path, 0.25)
+    assert "[2/5] tokenizer: bpe.py learned" in said
+    tok_b, shards_b, said = prepare(tmp_path, 0.5)
+    assert "reusing" not in said and "[2/5] tokenizer: bpe.py learned" in said  # was: reused the 0.25 split
+    assert (tok_b, shards_b) != (tok_a, shards_a)
+    assert_consistent(tok_b, shards_b, 0.5)
+    # The first pair is still there, untouched, for a run with 0.25 again.
+    before = file_state(shards_a)
+    tok, shards, said = prepare(tmp_path, 0.25)
+    assert "reusing" in said and (tok, shards) == (tok_a, shards_a) and file_state(shards_a) == before
+    assert_consistent(tok_a, shards_a, 0.25)
+
+
+def test_deleted_tokenizer_then_another_val_fraction_ends_consistent(tmp_path):
+    # The reported sequence: it left a 0.5-split tokenizer beside 0.25-split shards, then "reused" them.
+    tok, shards, _ = prepare(tmp_path, 0.25)
+    os.remove(tok)
+    for val_fraction in (0.5, 0.25, 0.25):
+        tok, shards, said = prepare(tmp_path, val_fraction)
+        assert_consistent(tok, shards, val_fraction)
+    assert "reusing" in said
+
+
+def replace_tokenizer(tok_path, shard_dir):
+    """bpe.py changed since the shards were made: the file holds another tokenizer."""
+    bpe.Tokenizer().train(["another text, another vocabulary " * 20], VOCAB, special_tokens=[bpe.EOT]).save(tok_path)
+
+
+def edit_manifest(key, value):
+    def edit(tok_path, shard_dir):
+        path = os.path.join(shard_dir, "manifest.json")
+        with open(path) as f:
+            manifest = json.load(f)
+        manifest[key] = value
+        with open(path, "w") as f:
+            json.dump(manifest, f)
+    return edit
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (lambda tok, shards: os.remove(tok), "does not exist"),
+    (lambda tok, shards: os.remove(os.path.join(shards, "manifest.json")), "does not exist"),  # interrupted build
+    (replace_tokenizer, "records tokenizer"),
+    (edit_manifest("split_rule", "blake2b-hash:0.5"), "records split_rule 'blake2b-hash:0.5'"),
+    (edit_manifest("source", "pydocs:python-3.10.0"), "records source 'pydocs:python-3.10.0'"),
+])
+def test_a_pair_that_does_not_match_is_rebuilt_not_reused(tmp_path, damage, reason):
+    tok, shards, _ = prepare(tmp_path, 0.25)
+    damage(tok, shards)
+    tok2, shards2, said = prepare(tmp_path, 0.25)
+    assert (tok2, shards2) == (tok, shards)
+    assert "reusing" not in said and "rebuilding tokenizer and shards: " in said and reason in said
+    assert_consistent(tok, shards, 0.25)
+
+
+def test_another_python_builds_its_own_tokenizer_and_shards(tmp_path, monkeypatch):
+    tok_a, shards_a, _ = prepare(tmp_path, 0.25)
+    monkeypatch.setattr(sys, "version", "3.99.0 (an upgrade, with other docs)")
+    tok_b, shards_b, said = prepare(tmp_path, 0.25)
+    assert "reusing" not in said and tok_b != tok_a and "python-3.99.0" in tok_b
+    with open(os.path.join(shards_b, "manifest.json")) as f:
+        assert json.load(f)["source"].startswith("pydocs:python-3.99.0")
+    assert_consistent(tok_b, shards_b, 0.25)
