@@ -4,6 +4,7 @@
     python bench_gpu.py --models gpt2 gpt2-medium gpt2-large gpt2-xl   # which sizes fit, and how fast
     python bench_gpu.py --compile false                          # measure one change at a time against a baseline
     python bench_gpu.py --data-dir data/fineweb-edu              # real shards through the real loader
+    python bench_gpu.py --total-batch 65536 --track-float32 200  # does bf16 follow a true-float32 run?
     python bench_gpu.py --device cpu --models tiny --seq-len 64 --micro-batch 4 --total-batch 1024 --steps 2
 
 The model, the optimizer (fused AdamW on CUDA), autocast and the step are train_gpt2's own (GPT,
@@ -13,6 +14,8 @@ reading the loss (.item() waits for the GPU), exactly as the training loop does.
 --warmup steps are timed apart: they hold torch.compile's compilation, kernel autotuning and the
 memory allocator growing. Without --data-dir the tokens are random ids from the CPU, which cost
 the GPU exactly what real ones do. A micro batch that runs out of memory is halved until one fits.
+--track-float32 then trains each model twice from the same weights on the same batches, in
+float32 and under autocast, and prints how far apart the two loss curves get.
 """
 import argparse
 import gc
@@ -28,19 +31,26 @@ GIB = 2**30
 
 
 class RandomTokens:
-    """A stand-in for TokenShardLoader: next_batch() -> (x, y) of random ids, on the CPU as the real ones are."""
+    """A stand-in for TokenShardLoader: next_batch() -> (x, y) of random ids, on the CPU as the
+    real ones are. With `period`, the batches repeat every `period` calls: a model can learn them
+    by heart, so its loss falls, which is what comparing two precisions needs."""
 
-    def __init__(self, batch_size, seq_len, vocab_size, seed=0):
+    def __init__(self, batch_size, seq_len, vocab_size, seed=0, period=None):
         self.B, self.T, self.vocab_size = batch_size, seq_len, vocab_size
+        self.seed, self.period, self.calls = seed, period, 0
         self.generator = torch.Generator().manual_seed(seed)
 
     def next_batch(self):
+        if self.period:
+            self.generator.manual_seed(self.seed + self.calls % self.period)
+        self.calls += 1
         tokens = torch.randint(self.vocab_size, (self.B * self.T + 1,), generator=self.generator)
         return tokens[:-1].view(self.B, self.T), tokens[1:].view(self.B, self.T)
 
 
-def measure(preset, micro_batch, args, device, amp_dtype, tokenizer=None):
-    """Build `preset` afresh, run args.warmup + args.steps optimizer steps, return the figures."""
+def build(preset, micro_batch, args, device, tokenizer=None, period=None):
+    """A fresh `preset` (seed 0), its fused AdamW, a loader and a step() that runs one optimizer
+    step of args.total_batch tokens and returns its loss (waiting for the device, as training does)."""
     device_type = device.split(":")[0]
     vocab_size = tokenizer.vocab_size if tokenizer is not None else tg.GPTConfig.vocab_size
     config = tg.GPTConfig(**tg.MODEL_PRESETS[preset], vocab_size=vocab_size)
@@ -61,21 +71,28 @@ def measure(preset, micro_batch, args, device, amp_dtype, tokenizer=None):
     if tokenizer is not None:
         loader = tg.TokenShardLoader(args.data_dir, "train", micro_batch, args.seq_len, tokenizer, seed=0)
     else:
-        loader = RandomTokens(micro_batch, args.seq_len, vocab_size)
-    if device_type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+        loader = RandomTokens(micro_batch, args.seq_len, vocab_size, period=period)
 
-    def step():
+    def step(amp_dtype):
         loss, _ = tg.train_step(step_model, optimizer, loader, grad_accum_steps=grad_accum_steps, lr=6e-4,
                                 grad_clip=1.0, device=device, amp_dtype=amp_dtype)
         return loss.item()
 
+    return model, grad_accum_steps, step
+
+
+def measure(preset, micro_batch, args, device, amp_dtype, tokenizer=None):
+    """Build `preset` afresh, run args.warmup + args.steps optimizer steps, return the figures."""
+    device_type = device.split(":")[0]
+    if device_type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    model, grad_accum_steps, step = build(preset, micro_batch, args, device, tokenizer)
     start = time.perf_counter()
     for _ in range(args.warmup):
-        step()
+        step(amp_dtype)
     warmup_s = time.perf_counter() - start
     start = time.perf_counter()
-    losses = [step() for _ in range(args.steps)]
+    losses = [step(amp_dtype) for _ in range(args.steps)]
     step_s = (time.perf_counter() - start) / args.steps
     tokens_per_s = args.total_batch / step_s
     device_name = torch.cuda.get_device_name(device) if device_type == "cuda" else device_type
@@ -88,6 +105,26 @@ def measure(preset, micro_batch, args, device, amp_dtype, tokenizer=None):
         "peak_memory_gib": torch.cuda.max_memory_allocated(device) / GIB if device_type == "cuda" else None,
         "loss": losses[-1],
     }
+
+
+# Batches the precision check cycles through (without --data-dir): few enough to be learnt by
+# heart within a short run, so the loss falls steeply and the two curves can part if they will.
+TRACK_PERIOD = 4
+
+
+def track_float32(preset, micro_batch, args, device, amp_dtype, tokenizer=None):
+    """Train the same model from the same weights on the same batches twice, in float32 (true
+    float32: no TF32) and under amp_dtype autocast: mixed precision must follow float32's loss."""
+    curves = []
+    for dtype in (torch.float32, amp_dtype):
+        torch.set_float32_matmul_precision("highest" if dtype == torch.float32 else "high")
+        _, _, step = build(preset, micro_batch, args, device, tokenizer, period=TRACK_PERIOD)
+        curves.append([step(dtype) for _ in range(args.track_float32)])
+    torch.set_float32_matmul_precision("high")
+    differences = [abs(a - b) for a, b in zip(*curves)]
+    worst = max(range(len(differences)), key=differences.__getitem__)
+    return {"float32": curves[0], "mixed": curves[1], "max_difference": differences[worst], "worst_step": worst,
+            "last_difference": differences[-1]}
 
 
 def largest_fitting(micro_batches, run):
@@ -135,9 +172,12 @@ def parse_args(argv):
     parser.add_argument("--compile", default="auto", choices=tg.CHOICES["compile"])
     parser.add_argument("--data-dir", default="", help="read real shards with TokenShardLoader (default: random ids)")
     parser.add_argument("--tokenizer", default="gpt2", help="the shards' tokenizer, as train_gpt2's --tokenizer")
+    parser.add_argument("--track-float32", type=int, default=0, metavar="STEPS",
+                        help="also train each model STEPS steps in float32 and under autocast from the same start,"
+                             " and print how far apart their losses get (e.g. 200)")
     args = parser.parse_args(argv)
-    if min(args.micro_batch, args.seq_len, args.total_batch, args.steps) < 1 or args.warmup < 0:
-        parser.error("--micro-batch, --seq-len, --total-batch and --steps must be >= 1, --warmup >= 0")
+    if min(args.micro_batch, args.seq_len, args.total_batch, args.steps) < 1 or min(args.warmup, args.track_float32) < 0:
+        parser.error("--micro-batch, --seq-len, --total-batch and --steps must be >= 1, --warmup and --track-float32 >= 0")
     return args
 
 
@@ -173,6 +213,18 @@ def main(argv=None):
             raise SystemExit(f"error: {e}") from None
         results[preset] = result
         print(format_row(preset, result) if result else f"{preset:<12} does not fit, even at micro batch 1")
+    if args.track_float32 and amp_dtype == torch.float32:
+        print("--track-float32: autocast is float32 here, nothing to compare (pass --dtype bfloat16)")
+    elif args.track_float32:
+        for preset, result in results.items():
+            if result is None:
+                continue
+            t = track_float32(preset, result["micro_batch"], args, device, amp_dtype, tokenizer)
+            result["track"] = t
+            print(f"{preset}: {args.track_float32} steps from the same start: float32 loss {t['float32'][0]:.4f}"
+                  f" -> {t['float32'][-1]:.4f}, {str(amp_dtype).removeprefix('torch.')} {t['mixed'][0]:.4f}"
+                  f" -> {t['mixed'][-1]:.4f}; largest difference {t['max_difference']:.4f} (step"
+                  f" {t['worst_step']}), at the end {t['last_difference']:.4f}")
     return results
 
 

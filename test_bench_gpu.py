@@ -34,6 +34,25 @@ def test_real_shards_go_through_the_real_loader(tmp_path):
     assert math.isfinite(result["loss"]) and result["tokens_per_s"] > 0
 
 
+def test_bf16_tracks_float32_from_the_same_start(capsys):
+    track = bench_gpu.main(TOY + ["--dtype", "bfloat16", "--track-float32", "30"])["tiny"]["track"]
+    assert len(track["float32"]) == len(track["mixed"]) == 30
+    assert track["float32"][0] - track["float32"][-1] > 0.5  # the repeating batches are being learnt
+    assert 0 < track["max_difference"] < 0.05  # bf16 did run (not bit-equal), and follows float32 closely
+    assert "largest difference" in capsys.readouterr().out
+    bench_gpu.main(TOY + ["--track-float32", "5"])  # CPU default: float32 autocast, nothing to compare
+    assert "nothing to compare" in capsys.readouterr().out
+
+
+def test_random_tokens_repeat_with_a_period():
+    loader = bench_gpu.RandomTokens(2, 8, 100, period=3)
+    batches = [loader.next_batch()[0] for _ in range(6)]
+    assert all(torch.equal(batches[i], batches[i + 3]) for i in range(3))
+    assert not torch.equal(batches[0], batches[1])
+    x, y = bench_gpu.RandomTokens(2, 8, 100).next_batch()
+    assert torch.equal(x[:, 1:], y[:, :-1]) and x.shape == (2, 8) and int(x.max()) < 100
+
+
 def test_micro_batch_is_halved_until_it_fits(capsys):
     def run(micro_batch):
         if micro_batch > 8:
