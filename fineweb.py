@@ -1,7 +1,7 @@
 """fineweb.py: turn a text corpus into token shards that train_gpt2.py trains on.
 
     python fineweb.py                                  # FineWeb-Edu sample-10BT (~10B tokens, needs internet)
-    python fineweb.py --source pydocs                  # Python's own docs: ~2 MB, no network, seconds
+    python fineweb.py --source pydocs                  # Python's own docs: ~2.5 MB, no network, seconds
     python fineweb.py --source my_corpus/ --tokenizer my.model --out data/mine
 
 What it does, top to bottom in this file:
@@ -17,7 +17,7 @@ What it does, top to bottom in this file:
      (the last one shorter), `{split}_{index:06d}.npy`, written atomically, sha256 recorded.
   5. Resume: after every shard a small progress.json records where each split stands in the
      document stream; a rerun after a crash re-reads the stream, skips what is on disk and
-     produces byte-identical shards. manifest.json (format in INTERFACES.md) is written last.
+     produces byte-identical shards. manifest.json (format: README, "The shard format") is written last.
 """
 import argparse
 import ast
@@ -756,7 +756,7 @@ def main(argv=None):
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--source", default="fineweb-edu",
                    help="fineweb-edu (HuggingFaceFW/fineweb-edu sample-10BT, streamed), pydocs (Python's "
-                        "own docs, offline, ~2 MB), hf:REPO[:CONFIG] (any Hub dataset), or a local "
+                        "own docs, offline, ~2.5 MB), hf:REPO[:CONFIG] (any Hub dataset), or a local "
                         ".jsonl/.json/.parquet/.txt file, folder or glob (a .txt file is one document)")
     p.add_argument("--text-column", default="text", help="column holding the document text (jsonl/json/parquet/Hub)")
     p.add_argument("--tokenizer", default="gpt2", help="gpt2, or a PATH.model saved by bpe.py")

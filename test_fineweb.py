@@ -124,7 +124,7 @@ def test_jsonl_roundtrip_with_workers(tmp_path, docs, monkeypatch):
     check_build(out, m, expected)
     with open(os.path.join(out, "manifest.json")) as f:
         assert json.load(f) == m
-    # The manifest has exactly the keys INTERFACES.md fixes, nothing run-specific (times, hosts).
+    # The manifest has exactly the keys of the README's shard format, nothing run-specific (times, hosts).
     assert set(m) == {"format", "version", "source", "tokenizer", "dtype", "shard_tokens", "split_rule", "splits"}
     assert m["split_rule"] == f"blake2b-hash:{VAL_FRACTION}"
     assert set(m["splits"]["val"]) == {"documents", "tokens", "bytes", "bytes_per_token", "shards"}

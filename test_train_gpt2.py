@@ -1,6 +1,6 @@
 """Tests for train_gpt2.py: every claim of issue 2, on a CPU, offline.
 
-Token shards are written here by a small helper in the manifest format of INTERFACES.md, so these
+Token shards are written here by a small helper in the shard format of README.md, so these
 tests depend on nothing but train_gpt2.py and bpe.py. Models use the "tiny" preset."""
 import dataclasses
 import fractions

@@ -457,7 +457,7 @@ def get_lr(step, max_lr, min_lr, warmup_steps, max_steps):
 
 
 # ------------------------------------------------------------------------------------------------
-# 5. Data: token shards + manifest (written by fineweb.py; format in INTERFACES.md)
+# 5. Data: token shards + manifest (written by fineweb.py; format in README.md, "The shard format")
 # ------------------------------------------------------------------------------------------------
 
 def require_data_dir(data_dir):
