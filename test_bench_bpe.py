@@ -3,12 +3,10 @@ as --shakespeare (so the tests need no data file), the stdlib corpus, and the mi
 Timings are only checked to be figures, never against a speed goal."""
 import math
 import os
-import random
 import re
 import subprocess
 import sys
 
-import pytest
 
 import bench_bpe
 import bpe
@@ -17,16 +15,6 @@ import bpe
 TRAIN_ROW = re.compile(r"^\s*(\d+)\s+(\S+)s\s+(\S+)s\s+(\S+)s\s+(\S+)\s+(\d+)$")
 # "          gpt2: bpe.py pure Python  23.92 MB/s   tiktoken  24.09 MB/s   (identical ids)"
 ENCODE_ROW = re.compile(r"^\s*(.+?): bpe.py pure Python\s+(\S+) MB/s\s+tiktoken\s+(\S+) MB/s\s+\((.+)\)$")
-
-
-@pytest.fixture(scope="module")
-def toy_text(tmp_path_factory):
-    rng = random.Random(0)
-    words = "the king queen lord my good sir shall will not come go thou art".split()
-    lines = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 9))).capitalize() + "." for _ in range(500)]
-    path = tmp_path_factory.mktemp("toy") / "toy.txt"
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return str(path)
 
 
 def run_main(monkeypatch, capsys, *flags):

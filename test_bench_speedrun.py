@@ -2,7 +2,6 @@
 small text (not tinyshakespeare, so the test needs no data file)."""
 import json
 import math
-import random
 
 import pytest
 import torch
@@ -25,16 +24,6 @@ def test_each_budget_gets_its_recipe_and_flags_override_it():
     assert bs.recipe_for(120, {}) == bs.RECIPES[71]           # the largest key below
     assert bs.recipe_for(300, {"max_lr": 1e-3}).max_lr == 1e-3
     assert bs.recipe_for(300, {"max_lr": 1e-3}).n_layer == bs.RECIPES[300].n_layer
-
-
-@pytest.fixture(scope="module")
-def toy_text(tmp_path_factory):
-    rng = random.Random(0)
-    words = "the king queen lord my good sir shall will not come go thou art".split()
-    lines = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 9))).capitalize() + "." for _ in range(1500)]
-    path = tmp_path_factory.mktemp("toy") / "toy.txt"
-    path.write_text("\n".join(lines))
-    return str(path)
 
 
 def test_random_windows_are_shifted_pairs_from_the_train_split(toy_text, tmp_path):
