@@ -212,7 +212,7 @@ def _count_batch(documents, pattern, specials, counts):
     cut out first, so training never learns merges that run into or through them."""
     split_chunks = chunk_splitter(pattern)
     for doc in documents:
-        doc = _encodable(doc)  # what the encoder will see
+        doc = _encodable(doc)  # what encode_ordinary will see
         pieces = _special_splitter(specials).split(doc)[::2] if specials else (doc,)
         for piece in pieces:
             counts.update(split_chunks(piece))  # Counter counts an iterable in C
@@ -535,14 +535,10 @@ class Tokenizer:
         """Ids of `text`, treating special-token strings as ordinary text."""
         ids = []
         cache = self._cache
-        for chunk in self._split(text):
+        for chunk in self._split(_encodable(text)):  # lone surrogates become U+FFFD, as in tiktoken
             chunk_ids = cache.get(chunk)
             if chunk_ids is None:
-                try:
-                    chunk_bytes = chunk.encode("utf-8")
-                except UnicodeEncodeError:  # a lone surrogate: U+FFFD, as tiktoken does
-                    return self.encode_ordinary(_replace_surrogates(text))
-                chunk_ids = bpe_encode_chunk(chunk_bytes, self._ranks)
+                chunk_ids = bpe_encode_chunk(chunk.encode("utf-8"), self._ranks)
                 if len(cache) >= ENCODE_CACHE_SIZE:
                     cache.clear()
                 cache[chunk] = chunk_ids
