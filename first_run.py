@@ -71,10 +71,13 @@ SAMPLE_TOKENS = 64
 # Stages 1-3: corpus, tokenizer, shards (skipped when already built)
 # ------------------------------------------------------------------------------------------------
 
+def documents(max_docs):
+    """The pydocs documents, read lazily (the first max_docs of them when given: for quick tests)."""
+    return itertools.islice(fineweb.pydocs_documents(), max_docs or None)
+
+
 def corpus(max_docs):
-    """The pydocs documents (the first max_docs of them when given: for quick tests)."""
-    docs = fineweb.pydocs_documents()
-    return list(itertools.islice(docs, max_docs) if max_docs else docs)
+    return list(documents(max_docs))
 
 
 def data_tag(source_name, vocab, max_docs, val_fraction):
@@ -85,32 +88,6 @@ def data_tag(source_name, vocab, max_docs, val_fraction):
     return f"{source_name.replace(':', '-')}{docs}-vocab{vocab}-val{val_fraction!r}"
 
 
-def mismatch(tok_path, shard_dir, source, split_rule):
-    """Why the tokenizer and shards on disk can't be reused (None when they can): the shards must
-    be complete (manifest.json is written last) and record this source, this split and this very
-    tokenizer file. Files from an interrupted or hand-edited run fail one of these checks."""
-    manifest_path = os.path.join(shard_dir, fineweb.MANIFEST)
-    if not os.path.exists(tok_path):
-        return f"{tok_path} does not exist"
-    if not os.path.exists(manifest_path):
-        return f"{manifest_path} does not exist"
-    try:
-        with open(manifest_path) as f:
-            manifest = json.load(f)
-        identity = bpe.load_tokenizer(tok_path).identity
-    except (OSError, ValueError) as e:
-        return fineweb._one_line(e)
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("tokenizer"), dict):
-        return f"{manifest_path} is not a shard manifest"
-    for what, theirs, ours in [("source", manifest.get("source"), source),
-                               ("split_rule", manifest.get("split_rule"), split_rule),
-                               ("shard_tokens", manifest.get("shard_tokens"), SHARD_TOKENS),
-                               ("tokenizer", manifest["tokenizer"].get("identity"), identity)]:
-        if theirs != ours:
-            return f"{manifest_path} records {what} {theirs!r}, this run needs {ours!r}"
-    return None
-
-
 def prepare_data(out, vocab, max_docs, val_fraction, say=print):
     """Build (or reuse) tokenizer + shards in `out`. Returns (tokenizer path, shard dir)."""
     pydocs = fineweb.open_source(fineweb.PYDOCS).name   # names this Python's version: its docs differ
@@ -119,15 +96,22 @@ def prepare_data(out, vocab, max_docs, val_fraction, say=print):
     tag = data_tag(pydocs, vocab, max_docs, val_fraction)
     tok_path = os.path.join(out, f"tokenizer-{tag}.model")
     shard_dir = os.path.join(out, f"shards-{tag}")
-    why = mismatch(tok_path, shard_dir, source, split_rule)
-    if why is None:
-        say(f"[1-3/5] reusing tokenizer {tok_path} and shards {shard_dir} (delete them to rebuild)")
-        return tok_path, shard_dir
-    # Anything less than a matching pair is rebuilt whole: both take seconds, and a tokenizer kept
-    # from one build with shards from another is what makes train_gpt2 refuse the data. The old
-    # shards go first, so no moment leaves shards on disk made by another tokenizer than tok_path.
-    if os.path.exists(tok_path) or os.path.exists(shard_dir):
-        say(f"[1-3/5] rebuilding tokenizer and shards: {why}")
+
+    def build_shards(labeled):
+        return fineweb.build_shards(shard_dir, labeled, tok_path, source, split_rule=split_rule,
+                                    shard_tokens=SHARD_TOKENS, workers=0, progress=False)
+
+    if os.path.exists(tok_path):
+        # fineweb refuses a folder built from another source, split or tokenizer file, returns a
+        # finished one untouched (without reading the documents) and finishes an interrupted one.
+        try:
+            build_shards(fineweb.split_by_hash(documents(max_docs), val_fraction))
+            say(f"[1-3/5] reusing tokenizer {tok_path} and shards {shard_dir} (delete them to rebuild)")
+            return tok_path, shard_dir
+        except ValueError as e:
+            say(f"[1-3/5] rebuilding tokenizer and shards: {e}")
+    # Otherwise both are built afresh, old shards first: a tokenizer kept from one build with
+    # shards from another is what makes train_gpt2 refuse the data.
     if os.path.isdir(shard_dir):
         shutil.rmtree(shard_dir)
     t0 = time.perf_counter()
@@ -142,8 +126,7 @@ def prepare_data(out, vocab, max_docs, val_fraction, say=print):
     say(f"[2/5] tokenizer: bpe.py learned {tok.vocab_size} tokens from the train documents in"
         f" {time.perf_counter() - t0:.1f} s -> {tok_path}")
     t0 = time.perf_counter()
-    manifest = fineweb.build_shards(shard_dir, iter(labeled), tok_path, source, split_rule=split_rule,
-                                    shard_tokens=SHARD_TOKENS, workers=0, progress=False)
+    manifest = build_shards(iter(labeled))
     for split in fineweb.SPLITS:
         s = manifest["splits"][split]
         say(f"[3/5] shards: {split}: {s['documents']} documents, {s['tokens']:,} tokens,"
