@@ -115,12 +115,12 @@ TRACK_PERIOD = 4
 def track_float32(preset, micro_batch, args, device, amp_dtype, tokenizer=None):
     """Train the same model from the same weights on the same batches twice, in float32 (true
     float32: no TF32) and under amp_dtype autocast: mixed precision must follow float32's loss."""
-    curves = []
+    curves, as_trained = [], torch.get_float32_matmul_precision()  # "high" (TF32) on CUDA, as in train_gpt2
     for dtype in (torch.float32, amp_dtype):
-        torch.set_float32_matmul_precision("highest" if dtype == torch.float32 else "high")
+        torch.set_float32_matmul_precision("highest" if dtype == torch.float32 else as_trained)
         _, _, step = build(preset, micro_batch, args, device, tokenizer, period=TRACK_PERIOD)
         curves.append([step(dtype) for _ in range(args.track_float32)])
-    torch.set_float32_matmul_precision("high")
+    torch.set_float32_matmul_precision(as_trained)
     differences = [abs(a - b) for a, b in zip(*curves)]
     worst = max(range(len(differences)), key=differences.__getitem__)
     return {"float32": curves[0], "mixed": curves[1], "max_difference": differences[worst], "worst_step": worst,
