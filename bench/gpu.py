@@ -1,11 +1,11 @@
 """GPU throughput of train_gpt2.py's real training step: tokens/s, MFU, peak memory, warm-up time.
 
-    python bench_gpu.py                                          # GPT-2 124M, T=1024, 0.5M-token steps
-    python bench_gpu.py --models gpt2 gpt2-medium gpt2-large gpt2-xl   # which sizes fit, and how fast
-    python bench_gpu.py --compile false                          # measure one change at a time against a baseline
-    python bench_gpu.py --data-dir data/fineweb-edu              # real shards through the real loader
-    python bench_gpu.py --total-batch 65536 --track-float32 200  # does bf16 follow a true-float32 run?
-    python bench_gpu.py --device cpu --models tiny --seq-len 64 --micro-batch 4 --total-batch 1024 --steps 2
+    python -m bench.gpu                                          # GPT-2 124M, T=1024, 0.5M-token steps
+    python -m bench.gpu --models gpt2 gpt2-medium gpt2-large gpt2-xl   # which sizes fit, and how fast
+    python -m bench.gpu --compile false                          # measure one change at a time against a baseline
+    python -m bench.gpu --data-dir data/fineweb-edu              # real shards through the real loader
+    python -m bench.gpu --total-batch 65536 --track-float32 200  # does bf16 follow a true-float32 run?
+    python -m bench.gpu --device cpu --models tiny --seq-len 64 --micro-batch 4 --total-batch 1024 --steps 2
 
 The model, the optimizer (fused AdamW on CUDA), autocast and the step are train_gpt2's own (GPT,
 configure_optimizers, train_step), so a speed-up measured here is one the trainer gets. Each
@@ -157,7 +157,7 @@ def format_row(preset, r):
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.gpu", description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=["gpt2"], choices=list(tg.MODEL_PRESETS),
                         help="presets to measure (default: gpt2, the 124M model)")
     parser.add_argument("--micro-batch", type=int, default=tg.TrainConfig.micro_batch_size,
@@ -199,7 +199,7 @@ def main(argv=None):
         except (tg.UserError, ValueError, OSError) as e:
             raise SystemExit(f"error: {e}") from None
     name = torch.cuda.get_device_name(device) if device_type == "cuda" else device_type
-    print(f"bench_gpu.py on {name}, torch {torch.__version__}, autocast {str(amp_dtype).removeprefix('torch.')},"
+    print(f"bench.gpu on {name}, torch {torch.__version__}, autocast {str(amp_dtype).removeprefix('torch.')},"
           f" compile {args.compile}, seq len {args.seq_len}, {args.total_batch:,} tokens/step,"
           f" {args.steps} timed steps after {args.warmup} warm-up, data {args.data_dir or 'random ids'}")
     print(f"{'model':<12} {'params':>9} {'micro':>6} {'accum':>6} {'tokens/s':>12} {'MFU':>6} {'peak GiB':>9}"

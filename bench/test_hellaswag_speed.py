@@ -1,9 +1,8 @@
-"""bench_hellaswag.py at a toy size: a 1-layer, 16-wide GPT on a few synthetic (or file) examples,
+"""bench/hellaswag_speed.py at a toy size: a 1-layer, 16-wide GPT on a few synthetic (or file) examples,
 its table, the agreement between batch sizes, and its synthetic data. Speeds are not asserted."""
 import ast
 import json
 import math
-import os
 import re
 import subprocess
 import sys
@@ -11,8 +10,9 @@ import sys
 import pytest
 import torch
 
-import bench_hellaswag as bh
 import hellaswag
+from bench import REPO_ROOT
+from bench import hellaswag_speed as bh
 
 TOY = ["--n-layer", "1", "--n-head", "1", "--n-embd", "16", "--repeats", "1", "--threads", "1"]
 # "   batched, 2/pass:   19.9 examples/s wall (0.30 s, 0.84x) |   19.9 examples per CPU-second (0.84x) | {...}"
@@ -33,7 +33,7 @@ def tok():
 
 
 def run_main(monkeypatch, capsys, *flags):
-    monkeypatch.setattr(sys, "argv", ["bench_hellaswag.py", *flags])
+    monkeypatch.setattr(sys, "argv", ["bench/hellaswag_speed.py", *flags])
     bh.main()
     return capsys.readouterr().out
 
@@ -106,7 +106,6 @@ def test_model_is_gpt2_shaped_and_the_same_every_time():
 
 
 def test_help():
-    here = os.path.dirname(os.path.abspath(__file__))
-    out = subprocess.run([sys.executable, os.path.join(here, "bench_hellaswag.py"), "--help"],
+    out = subprocess.run([sys.executable, "-m", "bench.hellaswag_speed", "--help"], cwd=REPO_ROOT,
                          capture_output=True, text=True, check=True).stdout
     assert "--batch-sizes" in out and "--data" in out and "--examples" in out

@@ -1,4 +1,4 @@
-"""bench_fineweb.py at a toy size: a small jsonl corpus (given as --corpus, big enough for --mb, so
+"""bench/fineweb_speed.py at a toy size: a small jsonl corpus (given as --corpus, big enough for --mb, so
 the stdlib + pydocs corpus is never built), the baseline's shards, the corpus builder on stand-in
 texts, and the token-count check between the two sides. Speeds are not asserted."""
 import json
@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import tiktoken
 
-import bench_fineweb
 import fineweb
+from bench import REPO_ROOT
+from bench import fineweb_speed as bench_fineweb
 
 ENC = tiktoken.get_encoding("gpt2")
 # "  baseline   13,543 tokens in   0.04 s =   0.32 M tokens/s;  0.06 CPU-s =  0.22 M tokens/CPU-s; load 0.45"
@@ -38,7 +39,7 @@ def token_stream(docs):
 
 
 def run_main(monkeypatch, capsys, *flags):
-    monkeypatch.setattr(sys, "argv", ["bench_fineweb.py", *flags])
+    monkeypatch.setattr(sys, "argv", ["bench/fineweb_speed.py", *flags])
     bench_fineweb.main()
     return capsys.readouterr().out
 
@@ -111,7 +112,6 @@ def test_make_corpus_keeps_a_big_enough_file(tmp_path, monkeypatch):
 
 
 def test_help():
-    here = os.path.dirname(os.path.abspath(__file__))
-    out = subprocess.run([sys.executable, os.path.join(here, "bench_fineweb.py"), "--help"],
+    out = subprocess.run([sys.executable, "-m", "bench.fineweb_speed", "--help"], cwd=REPO_ROOT,
                          capture_output=True, text=True, check=True).stdout
     assert "--corpus" in out and "--mb" in out and "--repeats" in out

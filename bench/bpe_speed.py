@@ -1,7 +1,7 @@
 """Benchmark bpe.py: training time beside Hugging Face tokenizers' BpeTrainer, and encode speed.
 
-    python bench_bpe.py            # everything (about a minute on 2 cores)
-    python bench_bpe.py --quick    # tinyshakespeare, vocab 4096 only, plus encode speed
+    python -m bench.bpe_speed            # everything (about a minute on 2 cores)
+    python -m bench.bpe_speed --quick    # tinyshakespeare, vocab 4096 only, plus encode speed
 
 Corpora: ../shared/data/tinyshakespeare.txt (skipped if absent) and ~10 MB of the Python
 standard library's own .py sources (always available, so anyone can reproduce the figures).
@@ -17,8 +17,8 @@ import sysconfig
 import time
 
 import bpe
+from bench import TINYSHAKESPEARE as SHAKESPEARE
 
-SHAKESPEARE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "shared", "data", "tinyshakespeare.txt")
 STDLIB_BYTES = 10 * 2**20  # "~10 MB corpus" from the issue
 
 
@@ -103,7 +103,7 @@ def bench_encoding(name, text, repeat, trained=None):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.bpe_speed", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tinyshakespeare (or stdlib 1 MB), vocab 4096, encode")
     parser.add_argument("--corpus", choices=["all", "shakespeare", "stdlib"], default="all")
     parser.add_argument("--vocab-sizes", type=int, nargs="+", default=[4096, 32768])
@@ -115,7 +115,7 @@ def main():
     args = parser.parse_args()
     bpe.fill_tiktoken_cache(os.environ.setdefault(
         "TIKTOKEN_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "bpe-py", "tiktoken")))
-    print(f"bench_bpe.py ({load_line()})")
+    print(f"bench.bpe_speed ({load_line()})")
 
     corpora = []
     if args.corpus in ("all", "shakespeare"):

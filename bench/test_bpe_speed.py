@@ -1,4 +1,4 @@
-"""bench_bpe.py at a toy size: the training table and the encode comparison on a small text given
+"""bench/bpe_speed.py at a toy size: the training table and the encode comparison on a small text given
 as --shakespeare (so the tests need no data file), the stdlib corpus, and the missing-file path.
 Timings are only checked to be figures, never against a speed goal."""
 import math
@@ -7,9 +7,9 @@ import re
 import subprocess
 import sys
 
-
-import bench_bpe
 import bpe
+from bench import REPO_ROOT
+from bench import bpe_speed as bench_bpe
 
 # "   300        0.00s         0.00s          0.01s     0.09  43": vocab, ours 1 proc, ours N procs, HF, ours/HF, merges
 TRAIN_ROW = re.compile(r"^\s*(\d+)\s+(\S+)s\s+(\S+)s\s+(\S+)s\s+(\S+)\s+(\d+)$")
@@ -18,7 +18,7 @@ ENCODE_ROW = re.compile(r"^\s*(.+?): bpe.py pure Python\s+(\S+) MB/s\s+tiktoken\
 
 
 def run_main(monkeypatch, capsys, *flags):
-    monkeypatch.setattr(sys, "argv", ["bench_bpe.py", *flags])
+    monkeypatch.setattr(sys, "argv", ["bench/bpe_speed.py", *flags])
     bench_bpe.main()
     return capsys.readouterr().out
 
@@ -93,7 +93,6 @@ def test_best_time_keeps_the_fastest_run_and_the_result():
 
 
 def test_help():
-    here = os.path.dirname(os.path.abspath(__file__))
-    out = subprocess.run([sys.executable, os.path.join(here, "bench_bpe.py"), "--help"],
+    out = subprocess.run([sys.executable, "-m", "bench.bpe_speed", "--help"], cwd=REPO_ROOT,
                          capture_output=True, text=True, check=True).stdout
     assert "--vocab-sizes" in out and "--shakespeare" in out and "--no-hf" in out

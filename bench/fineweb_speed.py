@@ -1,6 +1,6 @@
 """Benchmark: fineweb.py's tokenizing pipeline against the common nanoGPT-style script.
 
-    python bench_fineweb.py                 # >= 50 MB local jsonl corpus, 2 worker processes
+    python -m bench.fineweb_speed           # >= 50 MB local jsonl corpus, 2 worker processes
 
 Both sides do the whole job on the same jsonl file, read through `datasets`' streaming json
 loader: read documents, tokenize with GPT-2 as [eot] + tokens, cut into uint16 shards, np.save.
@@ -144,7 +144,7 @@ def _cpu_seconds():
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.fineweb_speed", description=__doc__.split("\n\n")[0])
     p.add_argument("--corpus", default=os.path.join(tempfile.gettempdir(), "fineweb-bench-corpus.jsonl"))
     p.add_argument("--mb", type=float, default=50, help="corpus size in MB (built if missing)")
     p.add_argument("--workers", type=int, default=2)

@@ -1,10 +1,10 @@
 """CPU speedrun: how low can val bits/byte on tinyshakespeare go in N seconds of training on 2 cores?
 
-    python bench_speedrun.py                       # budgets of 10, 71 and 300 s, each with its RECIPES entry
-    python bench_speedrun.py --budgets 10 71       # some budgets only
-    python bench_speedrun.py --steps 3000          # a fixed number of steps instead (re-timable anywhere)
-    python bench_speedrun.py --vocab 1024 --n_embd 96 --max_lr 3e-3   # try a variation (overrides every budget's recipe)
-    python bench_speedrun.py --threads 1 --clock cpu   # on a busy machine: count CPU seconds of one thread
+    python -m bench.speedrun                       # budgets of 10, 71 and 300 s, each with its RECIPES entry
+    python -m bench.speedrun --budgets 10 71       # some budgets only
+    python -m bench.speedrun --steps 3000          # a fixed number of steps instead (re-timable anywhere)
+    python -m bench.speedrun --vocab 1024 --n_embd 96 --max_lr 3e-3   # try a variation (overrides every budget's recipe)
+    python -m bench.speedrun --threads 1 --clock cpu   # on a busy machine: count CPU seconds of one thread
 
 The data is Karpathy's tinyshakespeare (1.1 MB), found at ../shared/data/tinyshakespeare.txt
 beside the repo (or --data): the first 90% of its bytes train, the last 10% validate, as in
@@ -39,9 +39,8 @@ import torch
 import bpe
 import fineweb
 import train_gpt2 as tg
+from bench import REPO_ROOT, TINYSHAKESPEARE as DEFAULT_DATA
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_DATA = os.path.join(HERE, "..", "shared", "data", "tinyshakespeare.txt")
 VAL_FRACTION = 0.1               # nanoGPT's split: the last 10% of the bytes
 DEFAULT_BUDGETS = (10, 71, 300)  # seconds; 71 s is nanoGPT's CPU recipe on this machine (issue 6)
 TARGETS = {10: 2.72, 71: 2.25, 300: 2.12}  # bits/byte to beat at each budget (issue 6)
@@ -113,7 +112,7 @@ def prepare(data_path, work_dir, vocab):
     """Train (or reuse) the tokenizer on the train bytes and write (or reuse) the shards.
     Returns (tokenizer path, shard dir, seconds spent, manifest)."""
     if not os.path.isfile(data_path):
-        raise SystemExit(f"bench_speedrun.py: {data_path} not found; get tinyshakespeare "
+        raise SystemExit(f"bench.speedrun: {data_path} not found; get tinyshakespeare "
                          f"(https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt) "
                          f"and pass --data PATH")
     t0 = time.perf_counter()
@@ -194,7 +193,7 @@ def run(recipe, tokenizer_path, shard_dir, *, budget=None, steps=None, clock="wa
         elapsed += now() - t0
         step += 1
         if not math.isfinite(loss):
-            raise SystemExit(f"bench_speedrun.py: loss {loss} at step {step}; lower --max_lr")
+            raise SystemExit(f"bench.speedrun: loss {loss} at step {step}; lower --max_lr")
         where = step if steps is not None else elapsed
         while pending and where >= pending[0]:
             pending.pop(0)
@@ -216,10 +215,10 @@ def run(recipe, tokenizer_path, shard_dir, *, budget=None, steps=None, clock="wa
 # ------------------------------------------------------------------------------------------------
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m bench.speedrun", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", default=DEFAULT_DATA, help="tinyshakespeare.txt")
-    p.add_argument("--work", default=os.path.join(HERE, "data", "speedrun"), help="tokenizers and shards are cached here")
+    p.add_argument("--work", default=os.path.join(REPO_ROOT, "data", "speedrun"), help="tokenizers and shards are cached here")
     p.add_argument("--budgets", type=float, nargs="+", default=list(DEFAULT_BUDGETS), help="training seconds; one run each")
     p.add_argument("--steps", type=int, nargs="+", default=None, help="fixed step counts instead of time budgets")
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",

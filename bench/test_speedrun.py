@@ -1,4 +1,4 @@
-"""bench_speedrun.py at a toy size: its schedule, its i.i.d. batches, and a short real run on a
+"""bench/speedrun.py at a toy size: its schedule, its i.i.d. batches, and a short real run on a
 small text (not tinyshakespeare, so the test needs no data file)."""
 import json
 import math
@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-import bench_speedrun as bs
+from bench import speedrun as bs
 
 
 def test_lr_warms_up_then_decays_to_the_floor_by_the_end_of_the_budget():

@@ -1,15 +1,15 @@
-"""bench_gpu.py on the CPU at a toy size: its figures, the real-shard path, the out-of-memory
+"""bench/gpu.py on the CPU at a toy size: its figures, the real-shard path, the out-of-memory
 fallback and its errors. (Its GPU figures need a GPU; these tests check the machinery.)"""
 import math
-import os
 import subprocess
 import sys
 
 import pytest
 import torch
 
-import bench_gpu
 import fineweb
+from bench import REPO_ROOT
+from bench import gpu as bench_gpu
 
 TOY = ["--device", "cpu", "--models", "tiny", "--seq-len", "16", "--micro-batch", "2", "--total-batch", "64",
        "--steps", "2", "--warmup", "1"]
@@ -77,7 +77,6 @@ def test_bad_settings_are_one_line_errors(flags, message):
 
 
 def test_help():
-    here = os.path.dirname(os.path.abspath(__file__))
-    out = subprocess.run([sys.executable, os.path.join(here, "bench_gpu.py"), "--help"],
+    out = subprocess.run([sys.executable, "-m", "bench.gpu", "--help"], cwd=REPO_ROOT,
                          capture_output=True, text=True, check=True).stdout
     assert "--micro-batch" in out and "--data-dir" in out

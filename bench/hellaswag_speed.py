@@ -1,7 +1,7 @@
 """Benchmark hellaswag.evaluate on the CPU: examples/s batched vs one example per forward pass.
 
-    python bench_hellaswag.py                     # 128 synthetic examples, a small GPT
-    python bench_hellaswag.py --data hellaswag_val.jsonl --examples 1000
+    python -m bench.hellaswag_speed               # 128 synthetic examples, a small GPT
+    python -m bench.hellaswag_speed --data hellaswag_val.jsonl --examples 1000
 
 The examples are synthetic (HellaSwag-like lengths: ~20-110-word contexts, 4 endings of
 ~8-35 words) unless --data gives the real file. The model is a small GPT-2-shaped transformer
@@ -67,7 +67,7 @@ def time_modes(model, examples, tok, batch_sizes, repeats):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.hellaswag_speed", description=__doc__.split("\n")[0])
     p.add_argument("--data", help="a HellaSwag jsonl file (default: synthetic examples)")
     p.add_argument("--examples", type=int, default=128, help="how many examples to score")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[4, 16],
