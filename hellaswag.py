@@ -15,10 +15,11 @@ Usage:
   python hellaswag.py --download-only                # fetch the val split into the cache
   python hellaswag.py --model gpt2                   # OpenAI's weights, val split (downloaded)
   python hellaswag.py --checkpoint log/ckpt_005000.pt --data hellaswag_val.jsonl
-The trainer calls `evaluate(model, examples, tokenizer, device, rank, world_size)` on every rank
-and sums the three counts it returns.
+The trainer loads the examples with `examples_for_training` and calls `evaluate(model, examples,
+tokenizer, device, rank, world_size)` on every rank; the counts it returns cover all ranks.
 """
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -28,10 +29,12 @@ import urllib.error
 import urllib.request
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 import bpe
-import train_gpt2  # the model (GPT), checkpoints and device choice; it imports us only lazily
+import files
+from errors import UserError, fail
 
 # ----------------------------------------------------------------------------------------------
 # Data: the official jsonl files, downloaded once into a cache folder
@@ -44,14 +47,8 @@ DOWNLOAD_TIMEOUT_S = 30            # per network operation; the files are at mos
 
 
 def default_cache_dir():
-    """$HELLASWAG_CACHE if set, else ~/.cache/gpt2-repro/hellaswag (XDG_CACHE_HOME respected).
-
-    A per-user cache rather than a folder beside the script: the repository stays clean and
-    every checkout/run on the machine shares one download."""
-    if os.environ.get("HELLASWAG_CACHE"):
-        return os.environ["HELLASWAG_CACHE"]
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "gpt2-repro", "hellaswag")
+    """~/.cache/gpt2-repro/hellaswag, or as files.cache_dir says ($GPT2_REPRO_CACHE, $XDG_CACHE_HOME)."""
+    return files.cache_dir("hellaswag")
 
 
 def default_data_path(split="val", cache_dir=None):
@@ -64,7 +61,7 @@ def default_data_path(split="val", cache_dir=None):
 def download(split="val", cache_dir=None):
     """Return the local path of the split's file, downloading it first if it is not cached.
 
-    The download is atomic (bpe.atomic_write): an interrupted one leaves no partial file that a
+    The download is atomic (files.atomic_write): an interrupted one leaves no partial file that a
     later run would mistake for the dataset."""
     path = default_data_path(split, cache_dir)
     if os.path.exists(path):
@@ -72,7 +69,7 @@ def download(split="val", cache_dir=None):
     url = DATA_URL.format(split=split)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     try:
-        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, bpe.atomic_write(path) as f:
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, files.atomic_write(path) as f:
             shutil.copyfileobj(response, f)
     except (urllib.error.URLError, OSError) as e:  # URLError/HTTPError/timeouts are OSErrors too
         reason = getattr(e, "reason", None) or e
@@ -176,10 +173,10 @@ def model_block_size(model):
 
 
 def autocast_for(device, amp_dtype=None):
-    """The trainer's autocast: amp_dtype, or by default what train_gpt2 picks for the device
-    (bf16 on GPUs that have it, fp16 on older ones: halves the logits' memory; exact fp32 elsewhere)."""
-    device_type = str(device).split(":")[0]
-    return train_gpt2.autocast(device_type, amp_dtype or train_gpt2.resolve_dtype("auto", device_type))
+    """Mixed precision as the trainer runs it (its --dtype); None or float32 is exact fp32."""
+    if amp_dtype in (None, torch.float32):
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=str(device).split(":")[0], dtype=amp_dtype)
 
 
 def check_endings_fit(examples, tokenizer, block_size):
@@ -237,8 +234,9 @@ def evaluate(model, examples, tokenizer, device, rank=0, world_size=1, batch_siz
              amp_dtype=None):
     """Score this rank's share of the examples (examples[rank::world_size]).
 
-    Returns {"total", "correct", "correct_norm"} counts; summed over ranks they are the counts of
-    the whole set (acc = correct/total, acc_norm = correct_norm/total). The model is put in eval
+    Returns {"total", "correct", "correct_norm"} counts of the whole set (acc = correct/total,
+    acc_norm = correct_norm/total): under torch.distributed the ranks' counts are summed, so
+    every rank must call this with the same examples. The model is put in eval
     mode for the duration and its previous mode restored, so the trainer can call this mid-run.
     Examples are scored in order of length so each batch pads little; the counts do not depend
     on order."""
@@ -269,7 +267,27 @@ def evaluate(model, examples, tokenizer, device, rank=0, world_size=1, batch_siz
         model.train(was_training)
         if bar is not None:
             bar.close()
+    if world_size > 1 and dist.is_initialized():
+        summed = torch.tensor([counts[k] for k in counts], device=device)
+        dist.all_reduce(summed, op=dist.ReduceOp.SUM)
+        counts = dict(zip(counts, summed.tolist()))
     return counts
+
+
+def examples_for_training(path, tokenizer, block_size, say):
+    """The examples the trainer scores at every evaluation, or None when the file is absent (said
+    through `say`). Every example is checked now, alike on every rank, so that a bad file is a
+    one-line error before training rather than a crash, or a DDP hang, at the first evaluation."""
+    path = path or default_data_path("val")
+    if not os.path.exists(path):
+        say(f"HellaSwag skipped: {path} not found (download it with hellaswag.py)")
+        return None
+    try:
+        examples = load_examples(path)
+        check_endings_fit(examples, tokenizer, block_size)
+    except (ValueError, OSError) as e:  # load_examples names the file and line, or the example
+        raise UserError(str(e) if path in str(e) else f"{path}: {e}") from None
+    return examples
 
 
 # ----------------------------------------------------------------------------------------------
@@ -301,6 +319,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    # The library above needs no model code; the command line loads models with the trainer's.
+    import train_gpt2
     try:  # data first: a bad file or no network should fail before a big model is loaded
         path = args.data or download(args.split, args.cache_dir)
         examples = load_examples(path)[:args.limit]
@@ -309,15 +329,17 @@ def main(argv=None):
             return None
         device = args.device or train_gpt2.pick_device()
         if args.checkpoint:
-            model, spec = train_gpt2.load_model_from_checkpoint(args.checkpoint, device=device)
+            model, spec = train_gpt2.GPT.from_checkpoint(args.checkpoint, device=device)
         else:
             model, spec = train_gpt2.GPT.from_pretrained(args.model), "gpt2"
-        tokenizer = bpe.load_tokenizer(args.tokenizer or spec)
+        tokenizer = bpe.load_tokenizer(args.tokenizer or spec, flag="--tokenizer")
     except (ValueError, OSError) as e:  # OSError: missing files, no network (Hugging Face Hub, tiktoken)
-        raise SystemExit("hellaswag.py: " + " ".join(str(e).split()))  # one line, whatever the library wrote
+        raise fail("hellaswag.py", e) from None
     model.to(device)
+    amp_dtype = train_gpt2.resolve_dtype("auto", device.split(":")[0])  # as the trainer would
     start = time.time()
-    counts = evaluate(model, examples, tokenizer, device, batch_size=args.batch_size, progress=True)
+    counts = evaluate(model, examples, tokenizer, device, batch_size=args.batch_size, progress=True,
+                      amp_dtype=amp_dtype)
     seconds = time.time() - start
     n = counts["total"]
     print(f"hellaswag {os.path.basename(path)}: acc {counts['correct'] / n:.4f} ({counts['correct']}/{n}) "

@@ -22,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import bpe
+import files
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -57,6 +58,12 @@ def trained_tiktoken(trained):
 @pytest.fixture(scope="module")
 def gpt2():
     return bpe.Tokenizer.from_gpt2()
+
+
+@pytest.fixture(scope="module")
+def gpt2_ranks(gpt2):
+    """{token bytes: id} of GPT-2: the ranks bpe_encode_chunk merges by."""
+    return {token: i for i, token in gpt2.vocab.items()}
 
 
 @pytest.fixture(scope="module")
@@ -187,12 +194,12 @@ def test_fuzz_adversarial_pieces(trained, trained_tiktoken, gpt2, gpt2_reference
 
 @settings(max_examples=100, deadline=None)
 @given(text=st.lists(st.sampled_from(["a", "b", "ab", "é", "中文", "🤖", "\u200d", "aaaa"]), max_size=300).map("".join))
-def test_long_chunk_algorithm_equals_the_simple_one(gpt2, text):
+def test_long_chunk_algorithm_equals_the_simple_one(gpt2_ranks, text):
     chunk = text.encode("utf-8")
     with unittest.mock.patch.object(bpe, "LONG_CHUNK_BYTES", len(chunk)):  # force the simple one
-        simple = bpe.bpe_encode_chunk(chunk, gpt2._ranks)
-    if chunk not in gpt2._ranks:  # (the simple one returns a whole-chunk token directly)
-        assert bpe.bpe_encode_long_chunk(chunk, gpt2._ranks) == simple
+        simple = bpe.bpe_encode_chunk(chunk, gpt2_ranks)
+    if chunk not in gpt2_ranks:  # (the simple one returns a whole-chunk token directly)
+        assert bpe.bpe_encode_long_chunk(chunk, gpt2_ranks) == simple
 
 
 def test_long_spaceless_text_is_exact_and_not_quadratic(gpt2, gpt2_reference):
@@ -218,7 +225,7 @@ def test_special_token_rules_follow_tiktoken(trained):
 
 def test_decode_replaces_invalid_utf8_and_rejects_unknown_ids(trained):
     ids = trained.encode_ordinary("é")
-    first_byte = trained._ranks[b"\xc3"]
+    first_byte = next(i for i, token in trained.vocab.items() if token == b"\xc3")
     assert trained.decode([first_byte]) == "\ufffd"
     assert trained.decode(ids) == "é"
     with pytest.raises(ValueError, match="unknown token id 5000"):
@@ -379,9 +386,9 @@ def test_bad_pattern():
 def test_surrogates_in_training_text_are_replaced_as_the_encoder_does():
     # a pair becomes its character (here a letter, U+1D518), a lone one U+FFFD, as in tiktoken
     text = "ab\ud835\udd18cd ab\ud800 x\ud835\udd18"
-    assert bpe._replace_surrogates(text) == "ab\U0001d518cd ab\ufffd x\U0001d518"
+    assert bpe.replace_surrogates(text) == "ab\U0001d518cd ab\ufffd x\U0001d518"
     with_surrogates = bpe.Tokenizer().train([text] * 3, 280)
-    assert with_surrogates.merges == bpe.Tokenizer().train([bpe._replace_surrogates(text)] * 3, 280).merges
+    assert with_surrogates.merges == bpe.Tokenizer().train([bpe.replace_surrogates(text)] * 3, 280).merges
     assert with_surrogates.encode_ordinary(text) == with_surrogates.to_tiktoken().encode_ordinary(text)
 
 
@@ -440,15 +447,18 @@ def test_non_utf8_file_is_an_error_naming_the_file_and_offset(tmp_path):
 
 
 def test_atomic_write_all_or_nothing_with_normal_permissions(tmp_path):
+    """files.atomic_write, which Tokenizer.save writes the model file through."""
     path = tmp_path / "out.txt"
-    with bpe.atomic_write(path, "w") as f:
+    with files.atomic_write(path, "w") as f:
         f.write("first")
     with pytest.raises(RuntimeError):
-        with bpe.atomic_write(path, "w") as f:
+        with files.atomic_write(path, "w") as f:
             f.write("half")
             raise RuntimeError("crash")
     assert path.read_text() == "first" and os.listdir(tmp_path) == ["out.txt"]
-    assert path.stat().st_mode & 0o777 == 0o666 & ~bpe._UMASK  # not mkstemp's 0600
+    umask = os.umask(0o022)  # the process umask (reading it means setting it) ...
+    os.umask(umask)          # ... put back
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
 
 
 # -- command line ------------------------------------------------------------------------------
@@ -517,6 +527,7 @@ def test_cli_errors_are_one_line(tmp_path, case):
         args, expected = ["train", "--vocab-size", 300, "--out", tmp_path / "m.model", tmp_path / "missing.txt"], "missing.txt: no such file"
     result = run_cli(*args)
     assert result.returncode != 0
+    assert result.stderr.startswith(f"bpe.py {args[0]}: error: ")  # argparse's form, as for a bad flag
     assert expected in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "m.model").exists() or case == "malformed_model"

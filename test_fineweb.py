@@ -19,7 +19,9 @@ import pytest
 import tiktoken
 
 import bpe
+import files
 import fineweb
+import shard_format
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ENC = tiktoken.get_encoding("gpt2")
@@ -322,8 +324,8 @@ def test_interrupted_run_resumes_byte_identical(tmp_path, reference_build, stop_
         done = {s["file"] for sp in json.load(f)["splits"].values() for s in sp["shards"]}
     assert len(done) == stop_after
     stamps = {f: os.stat(os.path.join(out, f)).st_mtime_ns for f in done}
-    calls, real = [], fineweb._write_shard
-    monkeypatch.setattr(fineweb, "_write_shard", lambda path, tokens: calls.append(os.path.basename(path)) or real(path, tokens))
+    calls, real = [], shard_format.write_shard
+    monkeypatch.setattr(shard_format, "write_shard", lambda path, tokens: calls.append(os.path.basename(path)) or real(path, tokens))
     fineweb.build_from_source(out, src, workers=1, **kw)   # another worker count: same bytes
     assert dir_bytes(out) == reference
     assert not done & set(calls)                                            # finished shards skipped...
@@ -340,7 +342,7 @@ def test_interrupted_at_any_write_reruns_to_the_same_build(tmp_path, docs, monke
 
     build(str(tmp_path / "ref"))
     reference = dir_bytes(str(tmp_path / "ref"))
-    real_shard, real_json, writes = fineweb._write_shard, fineweb._dump_json, []
+    real_shard, real_json, writes = shard_format.write_shard, files.write_json, []
 
     def interrupt_at(k, real):
         def write(path, data):
@@ -355,16 +357,16 @@ def test_interrupted_at_any_write_reruns_to_the_same_build(tmp_path, docs, monke
         k += 1
         out = str(tmp_path / f"out{k}")
         writes.clear()
-        monkeypatch.setattr(fineweb, "_write_shard", interrupt_at(k, real_shard))
-        monkeypatch.setattr(fineweb, "_dump_json", interrupt_at(k, real_json))
+        monkeypatch.setattr(shard_format, "write_shard", interrupt_at(k, real_shard))
+        monkeypatch.setattr(files, "write_json", interrupt_at(k, real_json))
         try:
             build(out)
         except KeyboardInterrupt:
             pass
         else:
             break   # k is past the last write: every point has been tried
-        monkeypatch.setattr(fineweb, "_write_shard", real_shard)
-        monkeypatch.setattr(fineweb, "_dump_json", real_json)
+        monkeypatch.setattr(shard_format, "write_shard", real_shard)
+        monkeypatch.setattr(files, "write_json", real_json)
         build(out)
         assert dir_bytes(out) == reference, f"interrupted before write {k} ({writes[-1]})"
     assert k > 15 and writes[-2:] == ["progress.json", "manifest.json"]
@@ -388,17 +390,17 @@ def test_lost_files_are_rebuilt_identically(tmp_path, reference_build, stop_afte
 def test_failed_manifest_write_reruns_to_the_same_build(tmp_path, reference_build, monkeypatch):
     src, reference = reference_build
     out = str(tmp_path / "out")
-    real = fineweb._dump_json
+    real = files.write_json
 
     def disk_full_at_manifest(path, obj):
         if path.endswith("manifest.json"):
             raise OSError(errno.ENOSPC, f"cannot write {path}: No space left on device")
         real(path, obj)
 
-    monkeypatch.setattr(fineweb, "_dump_json", disk_full_at_manifest)
+    monkeypatch.setattr(files, "write_json", disk_full_at_manifest)
     with pytest.raises(OSError, match="No space left"):
         fineweb.build_from_source(out, src, **KW)
-    monkeypatch.setattr(fineweb, "_dump_json", real)
+    monkeypatch.setattr(files, "write_json", real)
     fineweb.build_from_source(out, src, **KW)
     assert dir_bytes(out) == reference
 
@@ -416,6 +418,37 @@ def test_resume_refuses_a_damaged_shard(tmp_path, reference_build):
         f.write(bytes([last ^ 1]))   # one flipped bit: the recorded checksum no longer holds
     with pytest.raises(ValueError, match=second + " is missing or differs"):
         fineweb.build_from_source(out, src, **KW)
+
+
+@pytest.mark.parametrize("stop_after, damaged", [(4, "progress.json"), (None, "manifest.json")])
+def test_a_damaged_progress_or_manifest_is_a_one_line_error(tmp_path, reference_build, stop_after, damaged):
+    src, _ = reference_build
+    out = str(tmp_path / "out")
+    fineweb.build_from_source(out, src, stop_after_shards=stop_after, **KW)
+    with open(os.path.join(out, damaged), "r+b") as f:
+        f.truncate(os.path.getsize(os.path.join(out, damaged)) // 2)   # cut off mid-write
+    with pytest.raises(ValueError) as e:
+        fineweb.build_from_source(out, src, **KW)
+    message = str(e.value)
+    assert message.startswith(f"{os.path.join(out, damaged)}: cannot read it as JSON (") and "\n" not in message
+    assert message.endswith(f"; delete {out} and start again")
+
+
+def test_only_a_killed_builds_own_temp_files_are_removed(tmp_path, reference_build):
+    """atomic_write leaves ".NAME.<random>.tmp" when killed mid-write; a rerun deletes those of
+    the files a build writes (shards, manifest.json, progress.json), and nothing else."""
+    src, reference = reference_build
+    out = tmp_path / "out"
+    out.mkdir()
+    ours = [".train_000003.npy.k2x9ab.tmp", ".val_000000.npy.a_1.tmp", ".manifest.json.zz8.tmp", ".progress.json.q.tmp"]
+    others = [".notes.txt.abc.tmp", ".train_3.npy.abc.tmp", ".train_000003.npy.abc", "train_000003.npy.abc.tmp"]
+    for name in ours + others:
+        (out / name).write_bytes(b"partial")
+    fineweb.build_from_source(str(out), src, **KW)
+    assert sorted(set(os.listdir(out)) & set(ours + others)) == sorted(others)
+    for name in others:
+        os.remove(out / name)
+    assert dir_bytes(str(out)) == reference
 
 
 def test_killed_cli_run_resumes_byte_identical(tmp_path, docs):

@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 
 import bpe
+import checkpoints
 import fineweb
 import first_run as fr
+import shard_format
 import train_gpt2 as tg
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -52,7 +54,7 @@ def runs(tmp_path_factory):
     built = {name: os.stat(os.path.join(out, name)).st_mtime_ns for name in os.listdir(out) if name.endswith(".model")}
     shard_dir = next(os.path.join(out, n) for n in os.listdir(out) if n.startswith("shards-"))
     shards_before = file_state(shard_dir)
-    first_ckpt = os.stat(tg.latest_checkpoint(os.path.join(out, "log"))).st_mtime_ns
+    first_ckpt = os.stat(checkpoints.latest_checkpoint(os.path.join(out, "log"))).st_mtime_ns
     second = first_run("--out", out, *SMALL)
     return {"out": out, "first": first, "second": second, "built": built, "shard_dir": shard_dir,
             "shards_before": shards_before, "first_ckpt": first_ckpt}
@@ -97,7 +99,7 @@ def test_first_run_trains_reports_and_saves(runs):
     assert [r["step"] for r in val] == list(range(0, STEPS + 1, EVAL_EVERY))  # --train eval_interval was used
     assert val[-1]["step"] == STEPS and val[-1]["loss"] == pytest.approx(nats, abs=1e-4)
     # The checkpoint loads as a model of the tokenizer's vocabulary.
-    model, spec = tg.load_model_from_checkpoint(os.path.join(out, "log"))
+    model, spec = tg.GPT.from_checkpoint(os.path.join(out, "log"))
     assert model.config.vocab_size == VOCAB and os.path.exists(spec)
     # Samples from the checkpoint, one per prompt, each starting with its prompt.
     samples = re.findall(r"^\s+sample (\d): '(.*)'$", stdout, re.M)
@@ -123,7 +125,7 @@ def test_second_run_reuses_tokenizer_and_shards_and_retrains(runs):
     after = {name: os.stat(os.path.join(out, name)).st_mtime_ns for name in runs["built"]}
     assert runs["built"] and after == runs["built"]              # tokenizer file untouched
     assert file_state(runs["shard_dir"]) == runs["shards_before"]  # shards untouched
-    assert os.stat(tg.latest_checkpoint(os.path.join(out, "log"))).st_mtime_ns != runs["first_ckpt"]
+    assert os.stat(checkpoints.latest_checkpoint(os.path.join(out, "log"))).st_mtime_ns != runs["first_ckpt"]
     steps = [json.loads(line)["step"] for line in open(os.path.join(out, "log", "metrics.jsonl"))
              if json.loads(line)["kind"] == "train"]
     assert steps == list(range(STEPS))  # a fresh log: the plot never mixes two runs
@@ -177,7 +179,7 @@ def prepare(out, val_fraction):
 def assert_consistent(tok_path, shard_dir, val_fraction):
     """The pair is what a run with this val_fraction must train on: train_gpt2 accepts the shards
     with this tokenizer, and they hold this split of the documents."""
-    manifest = tg.read_manifest(shard_dir, bpe.load_tokenizer(tok_path))   # raises on another tokenizer
+    manifest = shard_format.read_manifest(shard_dir, bpe.load_tokenizer(tok_path))   # raises on another tokenizer
     assert manifest["split_rule"] == f"blake2b-hash:{val_fraction!r}"
     labels = [split for split, _ in fineweb.split_by_hash(fr.corpus(DOCS), val_fraction)]
     assert manifest["splits"]["val"]["documents"] == labels.count("val")

