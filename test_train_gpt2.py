@@ -9,14 +9,17 @@ import json
 import math
 import os
 import random
+import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import checkpoints
+import chunked_loss
 import flags
 import train_gpt2 as tg
 from peak_flops import peak_flops
@@ -183,8 +186,10 @@ def test_init_follows_gpt2():
     assert abs(block.attn.c_proj.weight.std().item() - 0.02 / math.sqrt(16)) < 3e-4
     assert torch.all(block.attn.c_attn.bias == 0)
     assert torch.all(model.transformer.wte.weight[1000:] == 0)  # padding rows 1000..1023
-    logits, loss = model(torch.randint(0, 1000, (2, 16)), torch.randint(0, 1000, (2, 16)))
+    idx = torch.randint(0, 1000, (2, 16))
+    logits, _ = model(idx)
     assert logits.shape == (2, 16, 1000)
+    _, loss = model(idx, torch.randint(0, 1000, (2, 16)))
     assert abs(loss.item() - math.log(1000)) < 0.1  # a fresh model is close to uniform
 
 
@@ -263,6 +268,79 @@ def test_from_pretrained_rejects_foreign_weights(tmp_path):
         tg.GPT.from_pretrained(str(tmp_path))
     with pytest.raises(tg.UserError, match="neither a directory"):
         tg.GPT.from_pretrained(str(tmp_path / "nope"))
+
+
+def _loss_and_grads(model, idx, targets, amp_dtype=None):
+    model.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        _, loss = model(idx, targets)
+    loss.backward()
+    return loss.detach().double(), {n: p.grad.double().clone() for n, p in model.named_parameters()}
+
+
+def _plain_loss_and_grads(model, idx, targets, amp_dtype=None):
+    """The textbook formulation: the (B, T, vocab) logits, then F.cross_entropy over them."""
+    model.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        logits, _ = model(idx)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+    loss.backward()
+    return loss.detach().double(), {n: p.grad.double().clone() for n, p in model.named_parameters()}
+
+
+def _relative(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """Chunks of 7 rows: many chunks and a ragged last one, even for a tiny batch."""
+    monkeypatch.setitem(chunked_loss.CHUNK_BYTES, "cpu", 7 * 4 * 384)
+
+
+def test_chunked_loss_equals_the_plain_cross_entropy(small_chunks):
+    torch.manual_seed(0)
+    model = tg.GPT(tiny_config())  # vocab 300, padded to 384 columns
+    idx, targets = torch.randint(0, 300, (3, 40)), torch.randint(0, 300, (3, 40))
+    assert chunked_loss.chunk_rows(384, "cpu") == 7
+    loss, grads = _loss_and_grads(model, idx, targets)
+    plain_loss, plain_grads = _plain_loss_and_grads(model, idx, targets)
+    assert abs(loss - plain_loss) / plain_loss <= 1e-6
+    for name, g in plain_grads.items():
+        assert _relative(grads[name], g) <= 1e-6, name
+    assert torch.all(grads["transformer.wte.weight"][300:] == 0)  # padding rows get no gradient
+    # per-token losses, with ignored (-1) targets, as HellaSwag scores endings
+    masked = targets.clone()
+    masked[:, :25] = chunked_loss.IGNORE
+    with torch.no_grad():
+        _, per_token = model(idx, masked, reduction="none")
+        logits, _ = model(idx)
+    expected = F.cross_entropy(logits.transpose(1, 2), masked, ignore_index=-1, reduction="none")
+    torch.testing.assert_close(per_token, expected, rtol=1e-6, atol=1e-6)
+    assert torch.all(per_token[:, :25] == 0)
+    with torch.no_grad():  # and the mean skips them
+        _, mean = model(idx, masked)
+    assert mean.item() == pytest.approx(expected[:, 25:].mean().item(), rel=1e-6)
+
+
+def test_chunked_loss_under_autocast_is_as_accurate_as_the_plain_one(small_chunks):
+    """bf16 matmuls round differently in any two formulations: the loss agrees to 1e-6, and the
+    gradients are about as far from float64's as the plain formulation's own (~0.3%)."""
+    torch.manual_seed(1)
+    model = tg.GPT(tiny_config())
+    idx, targets = torch.randint(0, 300, (3, 40)), torch.randint(0, 300, (3, 40))
+    exact = tg.GPT(tiny_config()).double()
+    exact.load_state_dict(model.state_dict())
+    true_loss, true_grads = _plain_loss_and_grads(exact, idx, targets)
+    loss, grads = _loss_and_grads(model, idx, targets, torch.bfloat16)
+    plain_loss, plain_grads = _plain_loss_and_grads(model, idx, targets, torch.bfloat16)
+    assert abs(loss - plain_loss) / plain_loss <= 1e-6
+    assert abs(loss - true_loss) / true_loss < 1e-2
+    every = lambda g: torch.cat([g[name].flatten() for name in true_grads])  # noqa: E731
+    assert _relative(every(grads), every(true_grads)) <= 1.25 * _relative(every(plain_grads), every(true_grads))
+    for name, g in true_grads.items():  # parameter by parameter, rounding noise varies more
+        if g.norm() > 0:
+            assert _relative(grads[name], g) <= max(2.5 * _relative(plain_grads[name], g), 1e-6), name
 
 
 # ------------------------------------------------------------------------------------------------
@@ -616,6 +694,45 @@ def test_ddp_two_processes_match_one_process(corpus, tmp_path):
     assert max((a["model"][k] - b["model"][k]).abs().max().item() for k in a["model"]) <= 1e-5
     assert len(b["rng"]) == 2  # each rank's generators are saved
     assert a["loader"] == b["loader"] == {"position": 4 * 256}
+
+
+# torch.compile's CPU backend (inductor) builds C++ kernels with the system compiler.
+CXX = shutil.which(os.environ.get("CXX", "g++")) or shutil.which("clang++")
+needs_cxx = pytest.mark.skipif(CXX is None, reason="torch.compile on CPU (inductor) needs a C++ compiler; none found")
+
+
+@needs_cxx
+def test_compiled_training_equals_eager(corpus, tmp_path):
+    """--compile=true on the CPU, the path every GPU run takes: the same losses as eager over
+    several steps (inductor may reorder float sums: 1e-5), then val loss through the compiled
+    model in eval mode, and samples."""
+    common = tiny_run(corpus, "--max_steps=4", "--eval_interval=2", "--sample_interval=4", "--num_samples=1")
+    cli(*common, "--compile=false", f"--log_dir={tmp_path / 'eager'}")
+    out = cli(*common, "--compile=true", f"--log_dir={tmp_path / 'compiled'}").stdout
+    assert "compile True" in out
+    eager, compiled = train_losses(tmp_path / "eager"), train_losses(tmp_path / "compiled")
+    assert sorted(compiled) == [0, 1, 2, 3]
+    for step in eager:
+        assert compiled[step] == pytest.approx(eager[step], rel=1e-5, abs=1e-5)
+    val_eager, val_compiled = (records_of(tmp_path / d, "val") for d in ("eager", "compiled"))
+    assert [r["step"] for r in val_compiled] == [0, 2, 4]
+    for a, b in zip(val_eager, val_compiled):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
+    assert len(records_of(tmp_path / "compiled", "sample")) == 1
+
+
+@needs_cxx
+def test_ddp_with_compile_trains(corpus, tmp_path):
+    """Two gloo processes, each compiling the DDP-wrapped model (graph split at the gradient
+    buckets): the run trains like the one-process eager run of the same global batch."""
+    common = tiny_run(corpus, "--max_steps=2", "--total_batch_size=256", "--max_lr=3e-4")
+    cli(*common, f"--log_dir={tmp_path / 'one'}")
+    cli(*common, "--compile=true", f"--log_dir={tmp_path / 'two'}", nproc=2)
+    one, two = train_losses(tmp_path / "one"), train_losses(tmp_path / "two")
+    assert sorted(two) == [0, 1]
+    for step in one:
+        assert two[step] == pytest.approx(one[step], abs=1e-4)
+    assert os.path.exists(tmp_path / "two" / "ckpt_000002.pt")
 
 
 def test_exact_resume(corpus, tmp_path):

@@ -37,6 +37,7 @@ import flags
 import hellaswag
 import hf_gpt2
 import shard_format
+from chunked_loss import linear_cross_entropy
 from errors import UserError, fail
 from peak_flops import peak_flops
 from run_log import RunLog
@@ -230,8 +231,9 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def forward(self, idx, targets=None):
-        """idx: (B, T) token ids -> logits (B, T, vocab_size) and, given targets, the mean loss."""
+    def forward(self, idx, targets=None, reduction="mean"):
+        """idx: (B, T) token ids -> (logits (B, T, vocab_size), None), or given targets (None,
+        their cross-entropy): the mean, or per token with reduction="none"."""
         B, T = idx.shape
         if T > self.config.block_size:
             raise ValueError(f"{T} tokens is longer than block_size {self.config.block_size}")
@@ -240,13 +242,12 @@ class GPT(nn.Module):
         for block in self.transformer.h:
             x = block(x)
         x = self.transformer.ln_f(x)
-        # Cut the padding columns off (a view, no copy): the softmax then runs over exactly the
-        # tokenizer's vocabulary, so losses and probabilities are those of a 50257-way model.
-        logits = self.lm_head(x)[..., :self.config.vocab_size]
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
-        return logits, loss
+        if targets is None:  # cut the padding columns off: the softmax covers the vocabulary exactly
+            return self.lm_head(x)[..., :self.config.vocab_size], None
+        # The loss of those logits, made chunk by chunk so that the (B, T, vocab) floats never
+        # all exist at once: 13 GB in float32 for a 64 x 1024 micro batch (chunked_loss.py).
+        return None, linear_cross_entropy(x, self.lm_head.weight, targets, self.config.vocab_size,
+                                          reduction)
 
     @classmethod
     def from_pretrained(cls, name_or_dir):

@@ -1,0 +1,88 @@
+"""The output layer and the cross-entropy loss in one, a chunk of tokens at a time.
+
+`F.cross_entropy(x @ W.T, targets)` first builds the logits, one float per token and vocabulary
+entry: 64 x 1024 x 50,304 x 4 bytes = 13 GB for a GPT-2 micro batch, which autograd then keeps
+for the backward pass. linear_cross_entropy computes the same loss, but for each chunk of tokens
+it makes the logits, the loss and (when training) the gradients at once, then frees the logits.
+The gradient of cross-entropy with respect to the logits is softmax(logits) - one_hot(target),
+so the chunk's gradients are two matmuls away, and backward() only has to scale them: nothing
+is recomputed, and at most one chunk of logits is ever in memory.
+
+The arithmetic is the plain path's: the matmuls run in autocast's dtype exactly as nn.Linear
+would, the softmax in float32 over the first vocab_size columns (padding columns get -inf).
+"""
+import torch
+
+IGNORE = -1  # a target of -1 adds nothing to the loss (HellaSwag scores only the ending tokens)
+
+# Logits per chunk, in bytes of float32. On a CPU, 24 MB stays under glibc's 32 MB mmap threshold,
+# so the chunk's buffers are reused instead of being page-faulted in afresh for every chunk; a GPU
+# wants big chunks, each a few large kernels (8,192 x 50,304 floats is 1.6 GB).
+CHUNK_BYTES = {"cpu": 24 << 20, "cuda": 1600 << 20}
+DEFAULT_CHUNK_BYTES = 256 << 20
+
+
+def chunk_rows(n_columns, device_type):
+    return max(1, CHUNK_BYTES.get(device_type, DEFAULT_CHUNK_BYTES) // (4 * n_columns))
+
+
+def _chunk_logits(x, weight, vocab_size):
+    """float32 logits of a chunk over all of weight's rows (the padded width keeps the matmul
+    fast on GPUs), with the padding columns at -inf so that the softmax never sees them."""
+    logits = (x @ weight.t()).float()  # under autocast: a bf16 matmul, as nn.Linear's
+    logits[:, vocab_size:] = float("-inf")
+    return logits
+
+
+def _chunk_loss(logits, targets):
+    """Per-token cross-entropy of float32 logits (0 where the target is IGNORE), and each row's
+    log of the softmax's denominator (+inf for ignored rows, whose softmax then vanishes)."""
+    valid = targets != IGNORE
+    log_norm = torch.logsumexp(logits, dim=1)
+    picked = logits.gather(1, targets.clamp(min=0)[:, None]).squeeze(1)
+    return (log_norm - picked) * valid, log_norm.masked_fill(~valid, float("inf"))
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, targets, vocab_size, need_grad):
+        rows = chunk_rows(weight.size(0), x.device.type)
+        total = torch.zeros((), dtype=torch.float32, device=x.device)
+        grad_x = torch.empty_like(x) if need_grad else None
+        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if need_grad else None
+        for start in range(0, x.size(0), rows):
+            xc, tc = x[start:start + rows], targets[start:start + rows]
+            logits = _chunk_logits(xc, weight, vocab_size)
+            losses, log_norm = _chunk_loss(logits, tc)
+            total += losses.sum()
+            if need_grad:  # d loss / d logits = softmax - one_hot(target), zero for ignored tokens
+                probs = logits.sub_(log_norm[:, None]).exp_()
+                probs[torch.arange(len(tc), device=tc.device), tc.clamp(min=0)] -= (tc != IGNORE).float()
+                grad_x[start:start + rows] = probs @ weight
+                grad_weight += probs.t() @ xc
+        count = (targets != IGNORE).sum().clamp(min=1)
+        ctx.save_for_backward(grad_x, grad_weight, count)
+        return total / count
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        grad_x, grad_weight, count = ctx.saved_tensors
+        scale = grad_output / count  # the loss is the mean over the scored tokens
+        return grad_x * scale, grad_weight * scale, None, None, None
+
+
+def linear_cross_entropy(x, weight, targets, vocab_size, reduction="mean"):
+    """cross_entropy(x @ weight.T restricted to the first vocab_size columns, targets).
+
+    x: (..., C) activations; weight: (V_padded, C), e.g. a tied embedding; targets: (...) token
+    ids, IGNORE to skip. reduction "mean" (over the scored tokens, differentiable) or "none"
+    (per-token losses shaped like targets, for evaluation only)."""
+    flat_x, flat_targets = x.reshape(-1, x.size(-1)), targets.reshape(-1)
+    if reduction == "none":
+        with torch.no_grad():
+            rows = chunk_rows(weight.size(0), x.device.type)
+            losses = [_chunk_loss(_chunk_logits(flat_x[s:s + rows], weight, vocab_size),
+                                  flat_targets[s:s + rows])[0] for s in range(0, flat_x.size(0), rows)]
+            return torch.cat(losses).view(targets.shape)
+    need_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+    return _LinearCrossEntropy.apply(flat_x, weight, flat_targets, vocab_size, need_grad)
