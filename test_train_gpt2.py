@@ -259,6 +259,31 @@ def test_logits_match_transformers_both_ways(tmp_path):
     assert json.loads((tmp_path / "ours" / "config.json").read_text())["vocab_size"] == 300
 
 
+def test_kv_cache_generation_equals_recomputing_the_context():
+    torch.manual_seed(0)
+    model = tg.GPT(tiny_config())  # block_size 64
+    idx = torch.randint(0, 300, (2, 30))
+    caches = [tg.KVCache() for _ in model.transformer.h]
+    with torch.no_grad():
+        full, _ = model(idx)
+        steps = [model(idx[:, :20], caches=caches)[0]] + [model(idx[:, t:t + 1], caches=caches)[0]
+                                                          for t in range(20, 30)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=1e-5, atol=1e-5)
+    assert len(caches[0]) == 30
+    with pytest.raises(ValueError, match="65 tokens is longer than block_size 64"):
+        model(torch.zeros(2, 35, dtype=torch.long), caches=caches)
+    # token for token, with top-k sampling and greedily, also once the context outgrows the
+    # 64-token block (the window slides: the cache is refilled from the last 64 tokens)
+    prompt = [5, 6, 7]
+    for kw in (dict(top_k=50), dict(temperature=0.0), dict(temperature=0.7, top_k=5)):
+        cached, recomputed = (tg.generate(model, prompt, 3, 100, use_cache=c, **kw,
+                                          generator=torch.Generator().manual_seed(1)) for c in (True, False))
+        assert cached == recomputed and len(cached[0]) == 103
+    assert len(set(map(tuple, cached))) == 3  # the samples differ from each other
+    assert tg.generate(model, prompt, 2, 0) == [prompt, prompt]
+    assert model.training  # generate() restores the mode it found
+
+
 def test_from_pretrained_rejects_foreign_weights(tmp_path):
     tg.GPT(tiny_config()).save_pretrained(str(tmp_path))
     config = json.loads((tmp_path / "config.json").read_text())

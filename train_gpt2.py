@@ -150,14 +150,17 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x):
+    def forward(self, x, cache=None):
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         # (B, T, C) -> (B, n_head, T, head_size): each head attends independently.
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        # softmax(q k^T / sqrt(head_size)) v with a causal mask; PyTorch picks a fused kernel
-        # (FlashAttention on recent GPUs) that never materialises the T x T attention matrix.
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+        if cache is not None:  # generating: earlier tokens' keys and values are kept, see KVCache
+            k, v = cache.extend(k, v)
+        # softmax(q k^T / sqrt(head_size)) v with a causal mask (a lone new token may see every
+        # cached one); PyTorch picks a fused kernel (FlashAttention on recent GPUs) that never
+        # materialises the T x T attention matrix.
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1,
                                            dropout_p=self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
         return self.resid_dropout(self.c_proj(y))
@@ -188,10 +191,27 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd)
         self.mlp = MLP(config)
 
-    def forward(self, x):
-        x = x + self.attn(self.ln_1(x))  # tokens exchange information
-        x = x + self.mlp(self.ln_2(x))   # each token thinks on its own
+    def forward(self, x, cache=None):
+        x = x + self.attn(self.ln_1(x), cache)  # tokens exchange information
+        x = x + self.mlp(self.ln_2(x))          # each token thinks on its own
         return x
+
+
+class KVCache:
+    """One block's keys and values of every token so far. Sampling adds one token at a time;
+    with the cache the model reads just that token (its position continuing the cached ones)
+    instead of the whole context again: a token's keys and values never change."""
+
+    def __init__(self):
+        self.k = self.v = None
+
+    def __len__(self):
+        return 0 if self.k is None else self.k.size(2)
+
+    def extend(self, k, v):
+        self.k = k if self.k is None else torch.cat([self.k, k], dim=2)
+        self.v = v if self.v is None else torch.cat([self.v, v], dim=2)
+        return self.k, self.v
 
 
 class GPT(nn.Module):
@@ -231,18 +251,20 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def forward(self, idx, targets=None, reduction="mean"):
+    def forward(self, idx, targets=None, reduction="mean", caches=None):
         """idx: (B, T) token ids -> (logits (B, T, vocab_size), None), or given targets (None,
-        their cross-entropy): the mean, or per token with reduction="none"."""
+        their cross-entropy): the mean, or per token with reduction="none". caches: one
+        KVCache per block when sampling (idx then follows the tokens they hold)."""
         B, T = idx.shape
-        if T > self.config.block_size:
-            raise ValueError(f"{T} tokens is longer than block_size {self.config.block_size}")
-        pos = torch.arange(T, device=idx.device)
+        start = len(caches[0]) if caches else 0
+        if start + T > self.config.block_size:
+            raise ValueError(f"{start + T} tokens is longer than block_size {self.config.block_size}")
+        pos = torch.arange(start, start + T, device=idx.device)
         x = self.embd_dropout(self.transformer.wte(idx) + self.transformer.wpe(pos))
-        for block in self.transformer.h:
-            x = block(x)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, caches[i] if caches else None)
         x = self.transformer.ln_f(x)
-        if targets is None:  # cut the padding columns off: the softmax covers the vocabulary exactly
+        if targets is None:  # padding columns cut off: the softmax covers just the vocabulary
             return self.lm_head(x)[..., :self.config.vocab_size], None
         # The loss of those logits, made chunk by chunk so that the (B, T, vocab) floats never
         # all exist at once: 13 GB in float32 for a 64 x 1024 micro batch (chunked_loss.py).
@@ -363,13 +385,16 @@ class TokenShardLoader:
 
 # 5. Devices and precision -----------------------------------------------------------------------
 
-def pick_device():
-    """The fastest device present: an NVIDIA GPU, else Apple's GPU, else the CPU."""
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
+def pick_device(request="auto"):
+    """auto: the fastest device present (an NVIDIA GPU, else Apple's GPU, else the CPU); else
+    the device asked for ("cuda", "cuda:1", "mps", "cpu"), if this machine has it."""
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    present = [name for name, ok in (("cuda", torch.cuda.is_available()), ("mps", mps), ("cpu", True)) if ok]
+    if request == "auto":
+        return present[0]
+    if request.split(":")[0] not in present:
+        raise UserError(f"--device={request}: not a device of this machine (it has {', '.join(present)})")
+    return request
 
 
 @dataclass
@@ -391,9 +416,7 @@ class Dist:
 
 def setup_distributed(device_request):
     """torchrun sets RANK, LOCAL_RANK and WORLD_SIZE for each process it starts; python does not."""
-    device = pick_device() if device_request == "auto" else device_request
-    if device in ("cuda", "mps") and pick_device() != device:
-        raise UserError(f"--device={device} but no {device} device is available")
+    device = pick_device(device_request)
     if "RANK" not in os.environ:
         return Dist(False, 0, 0, 1, device)
     rank, local_rank, world = (int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
@@ -495,22 +518,47 @@ def evaluate_loss(model, loader, steps, device, amp_dtype, ddp=False):
 
 
 @torch.no_grad()
-def generate(model, prompt_ids, num_samples, max_new_tokens, *, top_k=50, device="cpu",
-             amp_dtype=torch.float32, generator=None):
-    """Sample continuations token by token; top-k keeps only the k likeliest tokens, so the
-    long tail of individually unlikely tokens cannot derail the text."""
+def generate(model, prompt_ids, num_samples, max_new_tokens, *, top_k=50, temperature=1.0,
+             device="cpu", amp_dtype=torch.float32, generator=None, use_cache=True):
+    """Sample continuations token by token: `num_samples` lists of prompt + new ids."""
+    steps = list(sample_tokens(model, prompt_ids, num_samples, max_new_tokens, top_k=top_k,
+                               temperature=temperature, device=device, amp_dtype=amp_dtype,
+                               generator=generator, use_cache=use_cache))
+    return [list(prompt_ids) + [step[i] for step in steps] for i in range(num_samples)]
+
+
+@torch.no_grad()
+def sample_tokens(model, prompt_ids, num_samples, max_new_tokens, *, top_k=50, temperature=1.0,
+                  device="cpu", amp_dtype=torch.float32, generator=None, use_cache=True):
+    """Yield the next token of each sample, step by step. Top-k keeps the k likeliest tokens, so
+    the long tail of individually unlikely ones cannot derail the text; temperature < 1 sharpens
+    the distribution, 0 always takes the likeliest. With the KV cache each step reads one token;
+    once the context outgrows block_size, the window of the last block_size tokens is read anew
+    (the learned positions of a shifted window differ, so the cache cannot be reused)."""
     was_training = model.training
     model.eval()
+    block_size, caches = model.config.block_size, None
     idx = torch.tensor(prompt_ids, dtype=torch.long, device=device).repeat(num_samples, 1)
-    for _ in range(max_new_tokens):
-        with autocast(device.split(":")[0], amp_dtype):
-            logits, _ = model(idx[:, -model.config.block_size:])
-        probs = F.softmax(logits[:, -1, :].float(), dim=-1)
-        top_probs, top_ids = torch.topk(probs, min(top_k, probs.size(-1)), dim=-1)
-        choice = torch.multinomial(top_probs, 1, generator=generator)  # renormalises the top k
-        idx = torch.cat([idx, torch.gather(top_ids, -1, choice)], dim=1)
-    model.train(was_training)
-    return idx.tolist()
+    try:
+        for _ in range(max_new_tokens):
+            if use_cache and caches is not None and len(caches[0]) < block_size:
+                inputs = idx[:, -1:]  # the newest token; the cache holds the rest
+            else:
+                inputs = idx[:, -block_size:]
+                caches = [KVCache() for _ in model.transformer.h] if use_cache else None
+            with autocast(device.split(":")[0], amp_dtype):
+                logits, _ = model(inputs, caches=caches)
+            logits = logits[:, -1, :].float()
+            if temperature == 0:
+                next_ids = logits.argmax(dim=-1, keepdim=True)
+            else:
+                top_logits, top_ids = torch.topk(logits / temperature, min(top_k, logits.size(-1)))
+                choice = torch.multinomial(F.softmax(top_logits, dim=-1), 1, generator=generator)
+                next_ids = torch.gather(top_ids, -1, choice)
+            idx = torch.cat([idx, next_ids], dim=1)
+            yield next_ids.squeeze(1).tolist()
+    finally:
+        model.train(was_training)
 
 
 # 7. The training loop ---------------------------------------------------------------------------

@@ -5,6 +5,7 @@
     bench/hellaswag_speed.py  hellaswag.evaluate on the CPU, batched vs one example at a time
     bench/gpu.py              GPU throughput of train_gpt2.py's real training step
     bench/speedrun.py         CPU speedrun: val bits/byte on tinyshakespeare in N seconds
+    bench/sample_speed.py     sampling with train_gpt2's KV cache vs recomputing the context
 
 Each benchmark runs as a module from the repo root, which puts the root on sys.path so that
 `import bpe`, `import train_gpt2` etc. find the real scripts:
