@@ -25,17 +25,19 @@ import argparse
 import contextlib
 import io
 import itertools
-import json
 import math
 import os
 import shutil
 import sys
 import time
 
+import torch
+
 import bpe
 import checkpoints
-import files
 import fineweb
+import plot
+import run_log
 import shard_format
 import train_gpt2 as tg
 from errors import fail
@@ -182,47 +184,8 @@ def train_args(tok_path, shard_dir, log_dir, model, steps, overrides):
 # Stage 5: results: final val loss, the loss curve, samples
 # ------------------------------------------------------------------------------------------------
 
-def read_metrics(log_dir):
-    with open(os.path.join(log_dir, "metrics.jsonl")) as f:
-        records = [json.loads(line) for line in f if line.strip()]
-    train = {r["step"]: r["loss"] for r in records if r["kind"] == "train"}  # a later line wins
-    val = {r["step"]: (r["loss"], r.get("bits_per_byte")) for r in records if r["kind"] == "val"}
-    return sorted(train.items()), sorted(val.items())
-
-
-def plot_losses(train, val, path, title):
-    """Train loss (raw and smoothed) and val loss against steps, written atomically as a PNG."""
-    import matplotlib
-    matplotlib.use("Agg")  # no display needed
-    import matplotlib.pyplot as plt
-    steps, losses = zip(*train)
-    window = max(len(losses) // 50, 1)  # a moving average makes the trend readable
-    smooth = [sum(losses[max(0, i - window + 1):i + 1]) / (i + 1 - max(0, i - window + 1)) for i in range(len(losses))]
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
-    if window > 1:
-        ax.plot(steps, losses, color="tab:blue", alpha=0.25, linewidth=0.8, label="train (per step)")
-    ax.plot(steps, smooth, color="tab:blue", linewidth=1.8, label=f"train ({window}-step mean)" if window > 1 else "train")
-    vsteps = [s for s, _ in val]
-    ax.plot(vsteps, [v for _, (v, _) in val], "o-", color="tab:orange", linewidth=1.8, label="val")
-    ax.set_xlabel("step")
-    ax.set_ylabel("cross-entropy loss (nats/token)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    last_step, (last_val, last_bpb) = val[-1]
-    if last_bpb:
-        ax.annotate(f"val {last_val:.3f} nats/token\n= {last_bpb:.3f} bits/byte", xy=(last_step, last_val),
-                    xytext=(-10, 40), textcoords="offset points", ha="right",
-                    arrowprops={"arrowstyle": "->", "color": "gray"})
-    fig.tight_layout()
-    with files.atomic_write(path, "wb") as f:
-        fig.savefig(f, format="png")
-    plt.close(fig)
-
-
 def samples(log_dir, prompts, max_new_tokens, seed=1337):
     """Continuations of each prompt by the final checkpoint (loaded the way users load it)."""
-    import torch
     model, spec = tg.GPT.from_checkpoint(log_dir)
     tok = bpe.load_tokenizer(spec)
     generator = torch.Generator().manual_seed(seed)
@@ -280,7 +243,6 @@ def main(argv=None):
     args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
     start = time.perf_counter()
     if args.threads:
-        import torch
         torch.set_num_threads(args.threads)
     try:
         os.makedirs(args.out, exist_ok=True)
@@ -298,10 +260,10 @@ def main(argv=None):
         tg.main(argv)  # exits with a one-line message on bad settings
     train_s = time.perf_counter() - t0
 
-    train, val = read_metrics(log_dir)
-    final_step, (val_loss, bpb) = val[-1]
+    final = list(run_log.read_metrics(log_dir)["val"].values())[-1]
+    final_step, val_loss, bpb = final["step"], final["loss"], final["bits_per_byte"]
     png = os.path.join(args.out, "loss.png")
-    plot_losses(train, val, png, f"first_run.py: {args.model} on pydocs, vocab {args.vocab}")
+    plot.plot_run(log_dir, png, f"first_run.py: {args.model} on pydocs, vocab {args.vocab}")
     ckpt = checkpoints.latest_checkpoint(log_dir)
     print(f"[5/5] results after {final_step} steps ({train_s:.0f} s of training):")
     print(f"      val loss {val_loss:.4f} nats/token = {bpb:.4f} bits/byte"

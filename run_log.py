@@ -5,6 +5,8 @@ log_dir/metrics.jsonl, one JSON object per line whose `kind` is train, val, hell
 import json
 import os
 
+from errors import UserError
+
 
 class RunLog:
     def __init__(self, log_dir, enabled):
@@ -50,3 +52,26 @@ class RunLog:
         if self.enabled:
             self.text.close()
             self.jsonl.close()
+
+
+def read_metrics(log_dir):
+    """{kind: {step: record}} from log_dir/metrics.jsonl, a later line winning over an earlier one
+    of the same step (a resumed run repeats the steps after its checkpoint). The last line may be
+    half-written while a run is still going: it is skipped."""
+    path = os.path.join(log_dir, "metrics.jsonl")
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise UserError(f"{path}: cannot read it ({e.strerror or e})") from None
+    runs = {}
+    for lineno, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+            kind, step = record["kind"], record["step"]
+        except (ValueError, KeyError, TypeError):
+            if lineno == len(lines):
+                break  # being written right now
+            raise UserError(f"{path}:{lineno}: not a metrics record") from None
+        runs.setdefault(kind, {})[step] = record
+    return {kind: dict(sorted(by_step.items())) for kind, by_step in runs.items()}
