@@ -154,9 +154,8 @@ class QuietSteps(io.TextIOBase):
         lines = (self.partial + text).split("\n")
         self.partial = lines.pop()
         for line in lines:
-            parts = line.split("|")
-            is_step = line.startswith("step ") and len(parts) > 1 and parts[1].strip().startswith("loss")
-            if not is_step or int(parts[0].split()[1]) % self.every == 0:
+            step = run_log.TRAIN_LINE.match(line)
+            if not step or int(step.group(1)) % self.every == 0:
                 self.stream.write(line + "\n")
         return len(text)
 

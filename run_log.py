@@ -2,15 +2,29 @@
 log_dir/metrics.jsonl, one JSON object per line whose `kind` is train, val, hellaswag or sample
 (after a resume a step may appear twice: the later line wins). Only rank 0 writes.
 """
+import collections
 import json
 import os
+import re
+import time
 
 from errors import UserError
+
+# The start of a training step's line, "step   12/19073 | loss ...": first_run.py thins these out.
+TRAIN_LINE = re.compile(r"step +(\d+)/\d+ \| loss ")
+ETA_WINDOW = 20  # the ETA assumes the remaining steps take as long as the last 20 did on average
+
+
+def duration(seconds):
+    """12345.6 -> '3:25:46'."""
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
 
 
 class RunLog:
     def __init__(self, log_dir, enabled):
-        self.enabled = enabled
+        self.enabled, self.started = enabled, time.perf_counter()
+        self.recent = collections.deque(maxlen=ETA_WINDOW)  # the last steps' seconds
         if enabled:
             os.makedirs(log_dir, exist_ok=True)
             self.text = open(os.path.join(log_dir, "log.txt"), "a", buffering=1)
@@ -25,10 +39,14 @@ class RunLog:
         if self.enabled:
             self.jsonl.write(json.dumps(record) + "\n")
 
-    def train(self, step, loss, lr, grad_norm, dt, tokens_per_s, mfu):
-        self.print(f"step {step:5d} | loss {loss:.6f} | lr {lr:.4e} | norm {grad_norm:.4f}"
+    def train(self, step, end_step, loss, lr, grad_norm, dt, tokens_per_s, mfu):
+        """One optimizer step, with the time since this process started and the time left."""
+        self.recent.append(dt)
+        eta = sum(self.recent) / len(self.recent) * (end_step - step - 1)
+        self.print(f"step {step:5d}/{end_step} | loss {loss:.6f} | lr {lr:.4e} | norm {grad_norm:.4f}"
                    f" | {dt * 1000:.1f} ms | {tokens_per_s:,.0f} tok/s"
-                   + (f" | MFU {100 * mfu:.1f}%" if mfu else ""))
+                   + (f" | MFU {100 * mfu:.1f}%" if mfu else "")
+                   + f" | {duration(time.perf_counter() - self.started)} elapsed, ETA {duration(eta)}")
         self.metrics(step=step, kind="train", loss=loss, lr=lr, grad_norm=grad_norm, dt=dt,
                      tokens_per_s=tokens_per_s, mfu=mfu)
 

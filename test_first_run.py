@@ -60,6 +60,13 @@ def runs(tmp_path_factory):
             "shards_before": shards_before, "first_ckpt": first_ckpt}
 
 
+def test_stdout_keeps_one_step_line_in_log_every(runs):
+    steps = [int(m) for m in re.findall(r"^step +(\d+)/30 \| loss ", runs["first"], re.M)]
+    assert steps == [0, 10, 20]  # --log_every 10; log.txt keeps them all
+    logged = open(os.path.join(runs["out"], "log", "log.txt")).read()
+    assert len(re.findall(r"^step +\d+/30 \| loss .* elapsed, ETA \d+:\d\d:\d\d$", logged, re.M)) == 30
+
+
 def test_first_run_builds_a_usable_tokenizer_and_shards(runs):
     out = runs["out"]
     assert "[2/5] tokenizer: bpe.py learned" in runs["first"]

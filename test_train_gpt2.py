@@ -21,6 +21,7 @@ import torch.nn.functional as F
 import checkpoints
 import chunked_loss
 import flags
+import run_log
 import train_gpt2 as tg
 from peak_flops import peak_flops
 
@@ -270,7 +271,7 @@ def test_kv_cache_generation_equals_recomputing_the_context():
                                                           for t in range(20, 30)]
     torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=1e-5, atol=1e-5)
     assert len(caches[0]) == 30
-    with pytest.raises(ValueError, match="65 tokens is longer than block_size 64"):
+    with pytest.raises(ValueError, match="65 tokens exceed block_size 64"):
         model(torch.zeros(2, 35, dtype=torch.long), caches=caches)
     # token for token, with top-k sampling and greedily, also once the context outgrows the
     # 64-token block (the window slides: the cache is refilled from the last 64 tokens)
@@ -669,6 +670,20 @@ def test_model_shape_flags_override_the_preset(corpus, tmp_path):
 # ------------------------------------------------------------------------------------------------
 # MFU bookkeeping
 # ------------------------------------------------------------------------------------------------
+
+def test_step_line_has_the_total_elapsed_time_and_eta(tmp_path, capsys, monkeypatch):
+    clock = iter([100.0, 190.0, 400.0])  # RunLog made at 100 s; steps logged at 190 s and 400 s
+    monkeypatch.setattr(run_log.time, "perf_counter", lambda: next(clock))
+    log = run_log.RunLog(str(tmp_path), True)
+    log.train(0, 1000, 5.0, 1e-4, 1.0, dt=2.0, tokens_per_s=1000.0, mfu=0.4)
+    log.train(1, 1000, 4.0, 1e-4, 1.0, dt=4.0, tokens_per_s=1000.0, mfu=None)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("step     0/1000 | loss 5.000000 |") and " | MFU 40.0% | " in lines[0]
+    assert lines[0].endswith(" | 0:01:30 elapsed, ETA 0:33:18")  # 999 steps x 2 s
+    assert lines[1].endswith(" | 0:05:00 elapsed, ETA 0:49:54")  # 998 steps x mean(2 s, 4 s)
+    assert run_log.TRAIN_LINE.match(lines[1]).group(1) == "1"
+    log.close()
+
 
 def test_auto_dtype_is_fp16_on_gpus_that_only_emulate_bf16(monkeypatch):
     # torch's is_bf16_supported() says True on a V100/T4 (emulation); only real bf16 counts.

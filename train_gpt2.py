@@ -258,7 +258,7 @@ class GPT(nn.Module):
         B, T = idx.shape
         start = len(caches[0]) if caches else 0
         if start + T > self.config.block_size:
-            raise ValueError(f"{start + T} tokens is longer than block_size {self.config.block_size}")
+            raise ValueError(f"{start + T} tokens exceed block_size {self.config.block_size}")
         pos = torch.arange(start, start + T, device=idx.device)
         x = self.embd_dropout(self.transformer.wte(idx) + self.transformer.wpe(pos))
         for i, block in enumerate(self.transformer.h):
@@ -389,11 +389,12 @@ def pick_device(request="auto"):
     """auto: the fastest device present (an NVIDIA GPU, else Apple's GPU, else the CPU); else
     the device asked for ("cuda", "cuda:1", "mps", "cpu"), if this machine has it."""
     mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-    present = [name for name, ok in (("cuda", torch.cuda.is_available()), ("mps", mps), ("cpu", True)) if ok]
+    present = [name for name, ok in (("cuda", torch.cuda.is_available()), ("mps", mps)) if ok]
+    present.append("cpu")
     if request == "auto":
         return present[0]
     if request.split(":")[0] not in present:
-        raise UserError(f"--device={request}: not a device of this machine (it has {', '.join(present)})")
+        raise UserError(f"--device={request}: not a device of this machine ({', '.join(present)})")
     return request
 
 
@@ -701,7 +702,7 @@ def loop(r):
         dt = time.perf_counter() - t0
         tokens_per_s = tc.total_batch_size / dt
         mfu = tokens_per_s * flops_token / (peak * d.world_size) if peak else None  # FLOPs used
-        log.train(step, loss, lr, norm, dt, tokens_per_s, mfu)
+        log.train(step, end_step, loss, lr, norm, dt, tokens_per_s, mfu)
         # A non-finite loss, or (without fp16's GradScaler, which skips such steps itself) a
         # non-finite gradient norm, means the weights are or are about to be NaN: never save them.
         if not math.isfinite(loss) or (r.scaler is None and not math.isfinite(norm)):
