@@ -5,7 +5,7 @@ A checkpoint (log_dir/ckpt_<step>.pt) is a dict of tensors and plain containers,
   model           the model's state_dict (padding rows of the embedding included)
   optimizer       AdamW's state_dict;  scaler: fp16's GradScaler state, or None
   loader          the train loader's stream position
-  rng             every process's random generators (python, numpy, torch, cuda), by rank
+  rng             every process's random generators (python, numpy, torch, cuda, mps), by rank
   config          TrainConfig as a dict;  model_config: GPTConfig as a dict
   tokenizer_identity  e.g. "tiktoken:gpt2" or "bpe:sha256:<hex>"
 """
@@ -36,7 +36,12 @@ def rng_state():
     return {"python": [version, list(internal), gauss],
             "numpy": [np_name, np_keys.tolist(), int(np_pos), int(np_has_gauss), float(np_gauss)],
             "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
+            "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
+            "mps": torch.mps.get_rng_state() if _has_mps() else None}
+
+
+def _has_mps():
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
 
 
 def set_rng_state(state):
@@ -47,6 +52,8 @@ def set_rng_state(state):
     torch.set_rng_state(state["torch"])
     if state["cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
+    if state.get("mps") is not None and _has_mps():  # checkpoints before MPS support have none
+        torch.mps.set_rng_state(state["mps"])
 
 
 def checkpoint_path(log_dir, step):

@@ -685,6 +685,24 @@ def test_step_line_has_the_total_elapsed_time_and_eta(tmp_path, capsys, monkeypa
     log.close()
 
 
+def test_apple_gpu_random_state_is_saved_and_multi_process_mps_refused(monkeypatch):
+    """Faked (this machine has no Apple GPU): the MPS generator goes into checkpoints and comes
+    back; states saved before MPS support still load; torchrun on MPS is a one-line error."""
+    generator = {"state": torch.tensor([1, 2, 3], dtype=torch.uint8)}
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    monkeypatch.setattr(torch.mps, "get_rng_state", lambda: generator["state"].clone())
+    monkeypatch.setattr(torch.mps, "set_rng_state", lambda s: generator.update(state=s))
+    state = checkpoints.rng_state()
+    assert torch.equal(state["mps"], torch.tensor([1, 2, 3], dtype=torch.uint8))
+    generator["state"] = torch.zeros(3, dtype=torch.uint8)
+    checkpoints.set_rng_state(state)
+    assert torch.equal(generator["state"], torch.tensor([1, 2, 3], dtype=torch.uint8))
+    checkpoints.set_rng_state({k: v for k, v in state.items() if k != "mps"})  # an older checkpoint
+    assert tg.pick_device("mps") == "mps"
+    monkeypatch.setenv("RANK", "0"), monkeypatch.setenv("LOCAL_RANK", "0"), monkeypatch.setenv("WORLD_SIZE", "2")
+    _expect_error("--device=mps: one process only", tg.setup_distributed, "mps")
+
+
 def test_auto_dtype_is_fp16_on_gpus_that_only_emulate_bf16(monkeypatch):
     # torch's is_bf16_supported() says True on a V100/T4 (emulation); only real bf16 counts.
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
@@ -794,7 +812,7 @@ def test_exact_resume(corpus, tmp_path):
                for i in a["optimizer"]["state"])
     assert a["loader"] == b["loader"] and a["step"] == 8
     assert set(a) >= {"model", "optimizer", "scaler", "step", "loader", "rng", "config", "model_config"}
-    assert set(a["rng"][0]) == {"python", "numpy", "torch", "cuda"}
+    assert set(a["rng"][0]) == {"python", "numpy", "torch", "cuda", "mps"}
     model, spec = tg.GPT.from_checkpoint(str(tmp_path / "resumed" / "ckpt_000008.pt"))
     assert spec == corpus.tokenizer_path and not model.training
     assert torch.equal(model.transformer.h[1].mlp.c_fc.weight, a["model"]["transformer.h.1.mlp.c_fc.weight"])

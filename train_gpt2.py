@@ -421,6 +421,8 @@ def setup_distributed(device_request):
     if "RANK" not in os.environ:
         return Dist(False, 0, 0, 1, device)
     rank, local_rank, world = (int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
+    if device == "mps" and world > 1:  # no collective backend moves Apple-GPU tensors
+        raise UserError("--device=mps: one process only (torchrun --nproc_per_node=1, or plain python)")
     if device == "cuda":
         device = f"cuda:{local_rank}"
         torch.cuda.set_device(device)
