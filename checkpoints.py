@@ -10,11 +10,13 @@ A checkpoint (log_dir/ckpt_<step>.pt) is a dict of tensors and plain containers,
   tokenizer_identity  e.g. "tiktoken:gpt2" or "bpe:sha256:<hex>"
 """
 import dataclasses
+import fcntl
 import glob
 import os
 import pickle
 import random
 import re
+import shutil
 
 import numpy as np
 import torch
@@ -25,8 +27,52 @@ from errors import UserError, one_line
 
 # Settings of one invocation rather than of the run (where it runs, where its files are, when it
 # stops): a resumed run takes them from the command line, never from its checkpoint.
-NOT_INHERITED = ("resume", "stop_step", "device", "log_dir")
+NOT_INHERITED = ("resume", "overwrite", "stop_step", "device", "log_dir")
+LOCK = "run.lock"  # holds the pid of the run that owns the log dir
+# What a run writes into its log dir, so what --overwrite replaces and a crash may leave temp files of.
+RUN_FILES = r"ckpt_\d+\.pt|metrics\.jsonl|log\.txt|model\.safetensors|config\.json"
 REQUIRED_KEYS = ("step", "model", "optimizer", "loader", "rng", "config", "model_config")
+
+
+def claim_log_dir(log_dir, resume, overwrite):
+    """Make log_dir this run's, before anything is written there. Returns (the open lock file, to
+    keep for the run's life, and a line saying what --overwrite replaced, or None).
+
+    A lock refuses a second run on the same log dir: checkpoints and metrics.jsonl would interleave.
+    The OS drops it when the process ends, however it ends (even kill -9), so it never goes stale.
+    A fresh run may not replace another run's checkpoints, unless --overwrite says so."""
+    os.makedirs(log_dir, exist_ok=True)
+    lock = open(os.path.join(log_dir, LOCK), "a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "?"
+        lock.close()
+        raise UserError(f"--log_dir={log_dir} is in use by another run (pid {holder}); wait for it to"
+                        " end, or pass another --log_dir") from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    files.remove_temp_files(log_dir, RUN_FILES)  # half-written files of a run that was killed
+    files.remove_temp_files(os.path.join(log_dir, "hf"), RUN_FILES)
+    previous = sorted(glob.glob(os.path.join(log_dir, "ckpt_[0-9]*.pt")))
+    if not previous or resume:
+        return lock, None
+    if not overwrite:
+        lock.close()
+        raise UserError(f"--log_dir={log_dir} holds another run ({len(previous)} checkpoints, the latest"
+                        f" {os.path.basename(previous[-1])}): continue it with --resume, replace it with"
+                        " --overwrite, or pass another --log_dir")
+    replaced = previous + [os.path.join(log_dir, name) for name in ("metrics.jsonl", "log.txt", "hf")
+                           if os.path.exists(os.path.join(log_dir, name))]
+    for path in replaced:
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+    return lock, "--overwrite: removed the previous run's " + ", ".join(os.path.basename(p) for p in replaced)
 
 
 def rng_state():

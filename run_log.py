@@ -93,3 +93,10 @@ def read_metrics(log_dir):
             raise UserError(f"{path}:{lineno}: not a metrics record") from None
         runs.setdefault(kind, {})[step] = record
     return {kind: dict(sorted(by_step.items())) for kind, by_step in runs.items()}
+
+
+def logged_steps(log_dir, kind):
+    """The steps metrics.jsonl has a `kind` record of (none when there is no file yet)."""
+    if not os.path.exists(os.path.join(log_dir, "metrics.jsonl")):
+        return set()
+    return set(read_metrics(log_dir).get(kind, {}))

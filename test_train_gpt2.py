@@ -793,11 +793,63 @@ def test_ddp_with_compile_trains(corpus, tmp_path):
     assert os.path.exists(tmp_path / "two" / "ckpt_000002.pt")
 
 
+def test_a_log_dir_belongs_to_one_run(corpus, tmp_path):
+    log_dir = tmp_path / "log"
+    lock, _ = checkpoints.claim_log_dir(str(log_dir), resume=False, overwrite=False)  # a run in progress
+    second = cli(*tiny_run(corpus, f"--log_dir={log_dir}", "--max_steps=1"), check=False)
+    assert second.returncode == 1
+    assert second.stderr.strip() == (f"train_gpt2.py: error: --log_dir={log_dir} is in use by another run"
+                                      f" (pid {os.getpid()}); wait for it to end, or pass another --log_dir")
+    assert sorted(os.listdir(log_dir)) == ["run.lock"]  # nothing of the refused run was written
+    lock.close()  # the first run ends (a killed process releases its lock the same way)
+    tg.main(tiny_run(corpus, f"--log_dir={log_dir}", "--max_steps=2"))
+    before = {p: (log_dir / p).read_bytes() for p in ("ckpt_000002.pt", "metrics.jsonl")}
+    # a fresh run into a finished run's log dir is refused, and writes nothing there
+    with pytest.raises(SystemExit) as e:
+        tg.main(tiny_run(corpus, f"--log_dir={log_dir}", "--max_steps=3"))
+    assert "holds another run (1 checkpoints, the latest ckpt_000002.pt): continue it with --resume," \
+           " replace it with --overwrite" in str(e.value)
+    assert {p: (log_dir / p).read_bytes() for p in before} == before
+    # --overwrite replaces it, saying what it removed
+    (log_dir / ".ckpt_000001.pt.x1y2z3.tmp").write_bytes(b"half a checkpoint")  # from a killed save
+    tg.main(tiny_run(corpus, f"--log_dir={log_dir}", "--max_steps=3", "--overwrite"))
+    log_text = (log_dir / "log.txt").read_text()
+    assert log_text.startswith("--overwrite: removed the previous run's ckpt_000002.pt, metrics.jsonl, log.txt, hf\n")
+    assert sorted(p for p in os.listdir(log_dir) if "ckpt" in p) == ["ckpt_000003.pt"]  # temp file gone too
+    assert sorted(train_losses(log_dir)) == [0, 1, 2]
+
+
+def test_resume_finishes_what_the_stopped_run_owed(corpus, tmp_path, monkeypatch):
+    """Killed right after its final checkpoint, a run has not yet written its final val loss,
+    samples and hf/ export: --resume at that step writes them."""
+    log_dir = tmp_path / "log"
+    real_save = checkpoints.save
+
+    def save_then_die(*args, **kwargs):
+        path = real_save(*args, **kwargs)
+        if kwargs["step"] == 4:
+            raise KeyboardInterrupt  # the job is killed just after writing the checkpoint
+        return path
+    monkeypatch.setattr(checkpoints, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        tg.main(tiny_run(corpus, f"--log_dir={log_dir}", "--max_steps=4", "--eval_interval=2",
+                         "--sample_interval=4", "--num_samples=1"))
+    monkeypatch.undo()
+    assert not (log_dir / "hf").exists() and 4 not in run_log.logged_steps(str(log_dir), "val")
+    tg.main(["--resume", f"--log_dir={log_dir}"])
+    assert 4 in run_log.logged_steps(str(log_dir), "val") and 4 in run_log.logged_steps(str(log_dir), "sample")
+    assert (log_dir / "hf" / "model.safetensors").exists()
+    assert [r["step"] for r in records_of(log_dir, "train")] == [0, 1, 2, 3]  # no step trained twice
+    # a resumed run whose evaluation had been written does not redo it
+    tg.main(["--resume", f"--log_dir={log_dir}"])
+    assert [r["step"] for r in records_of(log_dir, "val")] == [0, 2, 4]
+
+
 def test_exact_resume(corpus, tmp_path):
     common = tiny_run(corpus, "--max_steps=8", "--checkpoint_interval=100")
     cli(*common, f"--log_dir={tmp_path / 'straight'}")
     cli(*common, f"--log_dir={tmp_path / 'resumed'}", "--stop_step=4")
-    assert sorted(os.listdir(tmp_path / "resumed")) == ["ckpt_000004.pt", "log.txt", "metrics.jsonl"]
+    assert sorted(os.listdir(tmp_path / "resumed")) == ["ckpt_000004.pt", "log.txt", "metrics.jsonl", "run.lock"]
     out = cli(f"--log_dir={tmp_path / 'resumed'}", "--resume", "--device=cpu").stdout  # settings come from the checkpoint
     assert "resuming from" in out and "ckpt_000004.pt" in out
     straight, resumed = train_losses(tmp_path / "straight"), train_losses(tmp_path / "resumed")
@@ -877,7 +929,7 @@ def test_hellaswag_is_skipped_without_data_and_bad_data_is_one_line(corpus, tmp_
     assert f"HellaSwag skipped: {tmp_path / 'absent.jsonl'} not found" in capsys.readouterr().out
     (tmp_path / "bad.jsonl").write_text('{"ctx": "x", "endings": ["a"], "label": 0}\n')
     with pytest.raises(SystemExit) as e:
-        tg.main(tiny_run(corpus, f"--log_dir={log_dir}", "--max_steps=1", "--hellaswag=true",
+        tg.main(tiny_run(corpus, f"--log_dir={tmp_path / 'bad'}", "--max_steps=1", "--hellaswag=true",
                          f"--hellaswag_path={tmp_path / 'bad.jsonl'}"))
     assert "bad.jsonl:1" in str(e.value) and "\n" not in str(e.value)
     long = {"ind": 7, "ctx": "A man", "endings": ["walks " * 100, "runs", "sits", "waits"], "label": 0}

@@ -40,6 +40,7 @@ import shard_format
 from chunked_loss import linear_cross_entropy
 from errors import UserError, fail
 from peak_flops import peak_flops
+import run_log
 from run_log import RunLog
 
 
@@ -125,6 +126,7 @@ class TrainConfig:
     # Continue from the latest ckpt_*.pt in log_dir with its settings; flags given now override
     # them, and device, log_dir and stop_step always come from the command line.
     resume: bool = False
+    overwrite: bool = False                # a fresh run may replace (delete) log_dir's checkpoints
     stop_step: int = -1                    # stop (with a checkpoint) here, same LR schedule; -1: no
 
 
@@ -422,7 +424,7 @@ def setup_distributed(device_request):
         return Dist(False, 0, 0, 1, device)
     rank, local_rank, world = (int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
     if device == "mps" and world > 1:  # no collective backend moves Apple-GPU tensors
-        raise UserError("--device=mps: one process only (torchrun --nproc_per_node=1, or plain python)")
+        raise UserError("--device=mps: one process only (torchrun --nproc_per_node=1, or python)")
     if device == "cuda":
         device = f"cuda:{local_rank}"
         torch.cuda.set_device(device)
@@ -584,6 +586,7 @@ class Run:
     grad_accum_steps: int
     hellaswag_examples: list | None
     start_step: int                    # 0, or the step a resumed run continues from
+    start_evaluated: bool              # whether metrics.jsonl has start_step's val loss already
 
 
 def setup(tc, ckpt, d, log):
@@ -624,7 +627,8 @@ def setup(tc, ckpt, d, log):
     hs = hellaswag.examples_for_training(tc.hellaswag_path, tokenizer, raw_model.config.block_size,
                                          log.print) if tc.hellaswag else None
     run = Run(tc, d, log, tokenizer, raw_model, model, optimizer, scaler, train_loader, val_loader,
-              val_steps, amp_dtype, tc.total_batch_size // (B * T * d.world_size), hs, start_step)
+              val_steps, amp_dtype, tc.total_batch_size // (B * T * d.world_size), hs, start_step,
+              start_step in run_log.logged_steps(tc.log_dir, "val") if ckpt else False)
     n_params = sum(p.numel() for p in raw_model.parameters())
     c, amp = raw_model.config, str(amp_dtype).removeprefix("torch.")
     log.print(f"model {tc.model}: {n_params:,} parameters ({c.n_layer} layers, {c.n_head} heads,"
@@ -667,7 +671,12 @@ def evaluate_and_sample(r, step, final):
 
 def train(tc, overrides, d):
     """Resume or start, then step, evaluate, sample and checkpoint to max_steps (or stop_step)."""
+    lock, replaced = None, None
+    if d.master:  # before anything is written there: the log dir must be this run's alone
+        lock, replaced = checkpoints.claim_log_dir(tc.log_dir, tc.resume, tc.overwrite)
     log = RunLog(tc.log_dir, d.master)
+    if replaced:
+        log.print(replaced)
     try:
         ckpt = checkpoints.load_latest(tc.log_dir) if tc.resume else None
         if ckpt is not None:  # the checkpoint's settings, with the flags given now on top
@@ -678,6 +687,8 @@ def train(tc, overrides, d):
         loop(r)
     finally:
         log.close()
+        if lock:
+            lock.close()  # the log dir is free for the next run
     if d.ddp:
         dist.barrier()  # let rank 0 finish its samples and files before the process group goes away
 
@@ -691,7 +702,7 @@ def loop(r):
     end_step = tc.max_steps if tc.stop_step < 0 else min(tc.stop_step, tc.max_steps)
     step = r.start_step
     while True:
-        if step > r.start_step or step == 0:  # a stopped run evaluated the step it resumes at
+        if step > r.start_step or not r.start_evaluated:  # a resumed run may owe this evaluation
             evaluate_and_sample(r, step, final=step == tc.max_steps)
         if step >= end_step:
             break
@@ -716,9 +727,9 @@ def loop(r):
                                     scaler=r.scaler, loader=r.train_loader, config=tc,
                                     tokenizer_identity=r.tokenizer.identity, run=d)
             log.print(f"saved {path}")
-        if step == tc.max_steps and d.master:  # for transformers, lm-evaluation-harness, ...
-            r.raw_model.save_pretrained(os.path.join(tc.log_dir, "hf"), eot_id=r.tokenizer.eot_id)
-            log.print(f"saved {os.path.join(tc.log_dir, 'hf')} (Hugging Face GPT-2 format)")
+    if step == tc.max_steps and d.master:  # the finished model, for transformers, lm-eval, ...
+        r.raw_model.save_pretrained(os.path.join(tc.log_dir, "hf"), eot_id=r.tokenizer.eot_id)
+        log.print(f"saved {os.path.join(tc.log_dir, 'hf')} (Hugging Face GPT-2 format)")
 
 
 def main(argv=None):
