@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 
 import files
+import run_log
 from errors import UserError, one_line
 
 # Settings of one invocation rather than of the run (where it runs, where its files are, when it
@@ -106,9 +107,13 @@ def checkpoint_path(log_dir, step):
     return os.path.join(log_dir, f"ckpt_{step:06d}.pt")
 
 
+def _step_of(path):
+    return int(re.findall(r"\d+", os.path.basename(path))[0])
+
+
 def latest_checkpoint(log_dir):
     paths = glob.glob(os.path.join(log_dir, "ckpt_[0-9]*.pt"))
-    return max(paths, key=lambda p: int(re.findall(r"\d+", os.path.basename(p))[0])) if paths else None
+    return max(paths, key=_step_of) if paths else None
 
 
 def save_checkpoint(path, obj):
@@ -193,10 +198,29 @@ def save(log_dir, *, step, model, optimizer, scaler, loader, config, tokenizer_i
     return path
 
 
+BLOWUP = 1.1  # a loss 10% above the best so far is no longer training noise: it is diverging
+
+
 def diverged(step, what, log_dir):
-    """The error that stops a run whose loss or gradient went non-finite, naming its last checkpoint."""
-    return UserError(f"step {step}: {what}; stopping without saving. Last good checkpoint:"
-                     f" {latest_checkpoint(log_dir) or 'none'} (lower --max_lr, or check the data)")
+    """The error that stops a run whose loss or gradient went non-finite. It names the latest
+    checkpoint saved before the loss started to blow up (metrics.jsonl has every step's loss): a
+    checkpoint written while the loss was already climbing would diverge again at once."""
+    losses = {s: r["loss"] for s, r in run_log.read_metrics(log_dir).get("train", {}).items()} \
+        if os.path.exists(os.path.join(log_dir, "metrics.jsonl")) else {}
+    saved = sorted(glob.glob(os.path.join(log_dir, "ckpt_[0-9]*.pt")), key=_step_of, reverse=True)
+    rising = []
+    for path in saved:  # the weights of ckpt_<s> are those after the step s - 1
+        before = [loss for s, loss in losses.items() if s < _step_of(path)]
+        if not before or before[-1] <= BLOWUP * min(before):
+            break
+        rising.append(os.path.basename(path))
+    else:
+        path = None
+    advice = (f"Last good checkpoint: {path}" if path else "No checkpoint is trustworthy") + (
+        f" ({', '.join(rising)} saved while the loss was already rising: delete them before --resume)"
+        if rising else "")
+    return UserError(f"step {step}: {what}; stopping without saving. {advice} (lower --max_lr,"
+                     " or check the data)")
 
 
 def check_tokenizer(ckpt, tokenizer):

@@ -885,6 +885,24 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_path, mon
     assert all(torch.equal(good["model"][k], again["model"][k]) for k in good["model"])
 
 
+def test_divergence_names_the_last_checkpoint_before_the_loss_rose(tmp_path):
+    losses = [5.0, 4.0, 3.5, 3.2, 3.1, 3.0, 3.05, 3.9, 6.0, 9.0]  # steady, then blowing up from step 7
+    with open(tmp_path / "metrics.jsonl", "w") as f:
+        for step, loss in enumerate(losses):
+            f.write(json.dumps({"step": step, "kind": "train", "loss": loss}) + "\n")
+    for step in (3, 6, 8, 10):
+        (tmp_path / f"ckpt_{step:06d}.pt").write_bytes(b"")
+    message = str(checkpoints.diverged(10, "loss is nan", str(tmp_path)))
+    # ckpt 6 follows a loss of 3.0 (the best so far); ckpt 8 and 10 follow 3.9 and 9.0
+    assert message == (f"step 10: loss is nan; stopping without saving. Last good checkpoint: {tmp_path}/ckpt_000006.pt"
+                       " (ckpt_000010.pt, ckpt_000008.pt saved while the loss was already rising: delete them"
+                       " before --resume) (lower --max_lr, or check the data)")
+    for step in (3, 6):
+        os.remove(tmp_path / f"ckpt_{step:06d}.pt")
+    assert "No checkpoint is trustworthy (ckpt_000010.pt, ckpt_000008.pt saved while" in \
+        str(checkpoints.diverged(10, "loss is nan", str(tmp_path)))
+
+
 def test_non_finite_gradient_stops_before_its_weights_are_saved(corpus, tmp_path, monkeypatch):
     """A finite loss with an inf gradient (clipping turns it into NaN weights) must not be checkpointed."""
     log_dir = str(tmp_path / "log")
