@@ -42,8 +42,11 @@ def claim_log_dir(log_dir, resume, overwrite):
     A lock refuses a second run on the same log dir: checkpoints and metrics.jsonl would interleave.
     The OS drops it when the process ends, however it ends (even kill -9), so it never goes stale.
     A fresh run may not replace another run's checkpoints, unless --overwrite says so."""
-    os.makedirs(log_dir, exist_ok=True)
-    lock = open(os.path.join(log_dir, LOCK), "a+")
+    try:
+        os.makedirs(log_dir, exist_ok=True)
+        lock = open(os.path.join(log_dir, LOCK), "a+")
+    except OSError as e:  # a file of that name, no permission, ...
+        raise UserError(f"--log_dir={log_dir}: cannot write there ({e.strerror or one_line(e)})") from None
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -118,8 +121,12 @@ def latest_checkpoint(log_dir):
 
 def save_checkpoint(path, obj):
     # torch.save into a temp file, fsync, rename: a crash mid-write leaves the previous checkpoints intact.
-    with files.atomic_write(path) as f:
-        torch.save(obj, f)
+    try:
+        with files.atomic_write(path) as f:
+            torch.save(obj, f)
+    except OSError as e:  # e.g. a full disk: the temp file is gone, earlier checkpoints are intact
+        raise UserError(f"{path}: cannot write it ({e.strerror or one_line(e)}); the earlier"
+                        " checkpoints are intact") from None
 
 
 def load_checkpoint(path):
@@ -143,8 +150,9 @@ def load_checkpoint(path):
         raise UserError(f"{path}: not a readable checkpoint (weights_only unpickler failed)") from None
     except Exception as e:  # a truncated or foreign file
         raise UserError(f"{path}: not a readable checkpoint ({type(e).__name__}: {one_line(e, 200)})") from None
-    if isinstance(ckpt, dict):
-        ckpt.setdefault("path", path)
+    if not isinstance(ckpt, dict):
+        raise UserError(f"{path}: not a train_gpt2.py checkpoint (it holds a {type(ckpt).__name__})")
+    ckpt.setdefault("path", path)
     return ckpt
 
 
@@ -158,10 +166,12 @@ def load_latest(log_dir):
 
 def require_keys(ckpt, keys=REQUIRED_KEYS):
     """A one-line error unless the checkpoint is a dict holding `keys` (a foreign .pt file is not)."""
-    missing = [k for k in keys if not isinstance(ckpt, dict) or k not in ckpt]
+    missing = [k for k in keys if k not in ckpt]
     if missing:
-        where = ckpt.get("path", "checkpoint") if isinstance(ckpt, dict) else "checkpoint"
-        raise UserError(f"{where}: not a train_gpt2.py checkpoint (no {', '.join(missing)})")
+        raise UserError(f"{ckpt['path']}: not a train_gpt2.py checkpoint (no {', '.join(missing)})")
+    for key in ("config", "model_config"):
+        if key in keys and not isinstance(ckpt[key], dict):
+            raise UserError(f"{ckpt['path']}: not a train_gpt2.py checkpoint ({key} is not a dict)")
 
 
 def resumed_config(tc, ckpt, overrides, say):
@@ -236,11 +246,14 @@ def restore(ckpt, *, model, optimizer, scaler, loader, run):
     ours = dataclasses.asdict(model.config)
     if ckpt["model_config"] != ours:
         raise UserError(f"--resume: checkpoint model {ckpt['model_config']} differs from {ours}")
-    model.load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    if scaler is not None and ckpt.get("scaler"):
-        scaler.load_state_dict(ckpt["scaler"])
-    loader.load_state_dict(ckpt["loader"])
-    states = ckpt["rng"]
-    set_rng_state(states[run.rank] if len(states) == run.world_size else states[0])
-    return ckpt["step"]
+    try:  # a file with the right keys can still hold the wrong things
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if scaler is not None and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        loader.load_state_dict(ckpt["loader"])
+        states = ckpt["rng"]
+        set_rng_state(states[run.rank] if len(states) == run.world_size else states[0])
+        return int(ckpt["step"])
+    except (AttributeError, KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:
+        raise UserError(f"{ckpt['path']}: not a usable checkpoint ({type(e).__name__}: {one_line(e, 200)})") from None

@@ -595,6 +595,72 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
         assert str(e.value).startswith("train_gpt2.py: error: ") and match in str(e.value) and "\n" not in str(e.value)
 
 
+def _damaged(ckpt, case):
+    """A loadable checkpoint dict made wrong in one way."""
+    ckpt = dict(ckpt)
+    if case == "no model":
+        del ckpt["model"]
+    elif case == "model is a list":
+        ckpt["model"] = [1, 2]
+    elif case == "a weight missing":
+        ckpt["model"] = {k: v for k, v in ckpt["model"].items() if "c_fc" not in k}
+    elif case == "a weight of another shape":
+        ckpt["model"] = {k: (v[:1] if "c_fc.weight" in k else v) for k, v in ckpt["model"].items()}
+    elif case == "optimizer is a string":
+        ckpt["optimizer"] = "adam"
+    elif case == "loader without position":
+        ckpt["loader"] = {}
+    elif case == "rng is empty":
+        ckpt["rng"] = []
+    elif case == "rng of another shape":
+        ckpt["rng"] = [{"python": [3]}]
+    elif case == "step is text":
+        ckpt["step"] = "four"
+    elif case == "config is a list":
+        ckpt["config"] = ["tiny"]
+    elif case == "not a dict":
+        ckpt = [ckpt]
+    return ckpt
+
+
+@pytest.mark.parametrize("case", ["no model", "model is a list", "a weight missing", "a weight of another shape",
+                                  "optimizer is a string", "loader without position", "rng is empty",
+                                  "rng of another shape", "step is text", "config is a list", "not a dict"])
+def test_a_damaged_checkpoint_is_a_one_line_error(corpus, tmp_path, case):
+    log_dir = tmp_path / "log"
+    tg.main(tiny_run(corpus, f"--log_dir={log_dir}", "--max_steps=4", "--stop_step=2"))
+    path = log_dir / "ckpt_000002.pt"
+    torch.save(_damaged(torch.load(path, weights_only=True), case), path)
+    with pytest.raises(SystemExit) as e:
+        tg.main(["--resume", f"--log_dir={log_dir}"])
+    message = str(e.value)
+    assert message.startswith("train_gpt2.py: error: ") and "\n" not in message
+    assert "ckpt_000002.pt" in message or "--resume" in message, message
+
+
+def test_unwritable_places_full_disks_and_ctrl_c_are_one_line(corpus, tmp_path, monkeypatch):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(SystemExit, match="^train_gpt2.py: error: --log_dir=.*afile: cannot write there"):
+        tg.main(tiny_run(corpus, f"--log_dir={tmp_path / 'afile'}", "--max_steps=1"))
+
+    def full_disk(obj, f):
+        f.write(b"PK partial")
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(checkpoints.torch, "save", full_disk)
+    with pytest.raises(SystemExit) as e:
+        tg.main(tiny_run(corpus, f"--log_dir={tmp_path / 'full'}", "--max_steps=1"))
+    assert str(e.value) == (f"train_gpt2.py: error: {tmp_path / 'full' / 'ckpt_000001.pt'}: cannot write it"
+                            " (No space left on device); the earlier checkpoints are intact")
+    assert not [p for p in os.listdir(tmp_path / "full") if ".pt" in p]  # no half-written file
+    monkeypatch.undo()
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(tg, "train_step", ctrl_c)
+    with pytest.raises(SystemExit, match="^train_gpt2.py: interrupted; continue with --resume$"):
+        tg.main(tiny_run(corpus, f"--log_dir={tmp_path / 'stopped'}", "--max_steps=1"))
+
+
 def test_pickled_checkpoint_is_refused(tmp_path):
     path = str(tmp_path / "ckpt_000001.pt")
     torch.save({"step": 1, "model": {}, "extra": fractions.Fraction(1, 3)}, path)
@@ -831,7 +897,7 @@ def test_resume_finishes_what_the_stopped_run_owed(corpus, tmp_path, monkeypatch
             raise KeyboardInterrupt  # the job is killed just after writing the checkpoint
         return path
     monkeypatch.setattr(checkpoints, "save", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(SystemExit, match="^train_gpt2.py: interrupted; continue with --resume$"):
         tg.main(tiny_run(corpus, f"--log_dir={log_dir}", "--max_steps=4", "--eval_interval=2",
                          "--sample_interval=4", "--num_samples=1"))
     monkeypatch.undo()

@@ -746,6 +746,8 @@ def main(argv=None):
         train(tc, overrides, d)
     except UserError as e:
         raise fail("train_gpt2.py", e) from None
+    except KeyboardInterrupt:  # Ctrl-C: one line, the checkpoints written so far are intact
+        raise SystemExit("train_gpt2.py: interrupted; continue with --resume") from None
     finally:
         if d is not None and d.ddp and dist.is_initialized():
             dist.destroy_process_group()
