@@ -58,8 +58,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
             if need_grad:  # d loss / d logits = softmax - one_hot(target), zero for ignored tokens
                 probs = logits.sub_(log_norm[:, None]).exp_()
                 probs[torch.arange(len(tc), device=tc.device), tc.clamp(min=0)] -= (tc != IGNORE).float()
-                grad_x[start:start + rows] = probs @ weight
-                grad_weight += probs.t() @ xc
+                if torch.is_autocast_enabled(x.device.type):  # in bf16/fp16, as nn.Linear's backward
+                    grad_x[start:start + rows] = probs @ weight
+                    grad_weight += probs.t() @ xc
+                else:  # float32, in place: no fresh (vocab x C) product to page in for every chunk
+                    torch.mm(probs, weight, out=grad_x[start:start + rows])
+                    grad_weight.addmm_(probs.t(), xc)
         count = (targets != IGNORE).sum().clamp(min=1)
         ctx.save_for_backward(grad_x, grad_weight, count)
         return total / count
@@ -68,7 +72,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_output):
         grad_x, grad_weight, count = ctx.saved_tensors
         scale = grad_output / count  # the loss is the mean over the scored tokens
-        return grad_x * scale, grad_weight * scale, None, None, None
+        return grad_x.mul_(scale), grad_weight.mul_(scale), None, None, None
 
 
 def linear_cross_entropy(x, weight, targets, vocab_size, reduction="mean"):

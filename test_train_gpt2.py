@@ -1082,3 +1082,8 @@ def test_short_run_learns_far_below_unigram_and_samples(corpus, tmp_path, capsys
     idx = torch.randint(0, 320, (1, 64))
     with torch.no_grad():
         assert torch.equal(trained(idx)[0], exported(idx)[0])
+    # with its tokenizer: transformers' AutoTokenizer reads hf/ and gives our ids
+    from transformers import AutoTokenizer
+    text = "the old man follows a small bird. A dog likes the river."
+    assert AutoTokenizer.from_pretrained(os.path.join(log_dir, "hf")).encode(text) == \
+        tg.bpe.load_tokenizer(corpus.tokenizer_path).encode_ordinary(text)

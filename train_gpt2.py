@@ -281,10 +281,14 @@ class GPT(nn.Module):
         hf_gpt2.load_weights(model.state_dict(), directory, model.config.vocab_size)
         return model
 
-    def save_pretrained(self, directory, eot_id=None):
-        """config.json + model.safetensors, loadable by transformers' GPT2LMHeadModel."""
-        eot_id = self.config.vocab_size - 1 if eot_id is None else eot_id  # GPT-2's: its last id
+    def save_pretrained(self, directory, tokenizer=None, eot_id=None):
+        """config.json + model.safetensors for transformers' GPT2LMHeadModel, and the tokenizer's
+        files for its AutoTokenizer. eot_id: <|endoftext|>'s id (the tokenizer's, or GPT-2's)."""
+        if eot_id is None:  # GPT-2's is its last id
+            eot_id = tokenizer.eot_id if tokenizer else self.config.vocab_size - 1
         hf_gpt2.save(directory, self.state_dict(), self.config, eot_id)
+        if tokenizer is not None:
+            hf_gpt2.save_tokenizer(directory, tokenizer)
 
     @classmethod
     def from_checkpoint(cls, path, device="cpu"):
@@ -728,8 +732,8 @@ def loop(r):
                                     tokenizer_identity=r.tokenizer.identity, run=d)
             log.print(f"saved {path}")
     if step == tc.max_steps and d.master:  # the finished model, for transformers, lm-eval, ...
-        r.raw_model.save_pretrained(os.path.join(tc.log_dir, "hf"), eot_id=r.tokenizer.eot_id)
-        log.print(f"saved {os.path.join(tc.log_dir, 'hf')} (Hugging Face GPT-2 format)")
+        r.raw_model.save_pretrained(os.path.join(tc.log_dir, "hf"), tokenizer=r.tokenizer)
+        log.print(f"saved {os.path.join(tc.log_dir, 'hf')} (Hugging Face format, with tokenizer)")
 
 
 def main(argv=None):

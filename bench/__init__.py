@@ -6,6 +6,8 @@
     bench/gpu.py              GPU throughput of train_gpt2.py's real training step
     bench/speedrun.py         CPU speedrun: val bits/byte on tinyshakespeare in N seconds
     bench/sample_speed.py     sampling with train_gpt2's KV cache vs recomputing the context
+    bench/step_speed.py       train_gpt2's step (chunked loss) vs the plain full-logits formulation, CPU
+    bench/lm_eval_check.py    lm-evaluation-harness's HellaSwag acc vs hellaswag.py's, same model
 
 Each benchmark runs as a module from the repo root, which puts the root on sys.path so that
 `import bpe`, `import train_gpt2` etc. find the real scripts:

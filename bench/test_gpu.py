@@ -79,4 +79,70 @@ def test_bad_settings_are_one_line_errors(flags, message):
 def test_help():
     out = subprocess.run([sys.executable, "-m", "bench.gpu", "--help"], cwd=REPO_ROOT,
                          capture_output=True, text=True, check=True).stdout
-    assert "--micro-batch" in out and "--data-dir" in out
+    assert "--micro-batch" in out and "--data-dir" in out and "--suite" in out
+
+
+# --suite at toy size: every row of the GPU suite, on the CPU. Row(...) keys as suite_rows makes them.
+SUITE_TOY = ["--suite", "--device", "cpu", "--models", "tiny", "laptop", "--seq-len", "16", "--micro-batch", "4",
+             "--total-batch", "128", "--steps", "2", "--warmup", "1"]
+Row = bench_gpu.Row
+
+
+def test_suite_runs_every_row_in_one_table(monkeypatch, capsys):
+    # Inductor's C++ build takes ~10 s per compiled row on this CPU; dynamo's "eager" backend still
+    # captures the whole model (the chunked loss's autograd.Function included) in about 2 s.
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model: real_compile(model, backend="eager"))
+    results = bench_gpu.main(SUITE_TOY)
+    assert list(results) == [Row("tiny", "chunked", False, 4), Row("tiny", "chunked", True, 4),
+                             Row("tiny", "plain", False, 4), Row("tiny", "plain", True, 4),
+                             Row("laptop", "chunked", False, 4),
+                             Row("tiny", "chunked", True, 2), Row("tiny", "chunked", True, 1)]
+    r = {(k.preset, k.loss, k.compile, k.micro_batch): v for k, v in results.items()}
+    assert r["tiny", "chunked", True, 1]["grad_accum_steps"] == 8   # 128 tokens = 8 x (1 x 16)
+    assert all(v["steps"] == 2 and v["tokens_per_s"] > 0 and v["row_s"] > 0 for v in results.values())
+    # Same weights, same batches: compiling changes no result, and the plain loss differs from ours
+    # only by the probability its softmax gives the 47 zero padding columns (log(50304/50257) at most).
+    assert r["tiny", "chunked", True, 4]["loss"] == pytest.approx(r["tiny", "chunked", False, 4]["loss"], abs=1e-4)
+    assert r["tiny", "plain", True, 4]["loss"] == pytest.approx(r["tiny", "plain", False, 4]["loss"], abs=1e-4)
+    assert 0 < r["tiny", "plain", False, 4]["loss"] - r["tiny", "chunked", False, 4]["loss"] < math.log(50304 / 50257)
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].split()[:3] == ["model", "loss", "fn"] and len([line for line in out if line.startswith(("tiny", "laptop"))]) == 7
+    assert any(line.startswith("compiled / eager (chunked loss): tokens/s") for line in out)
+    assert any(line.startswith("chunked / plain loss (compiled): tokens/s") for line in out)
+    assert out[-1].startswith("suite: 7 rows in")
+
+
+def test_suite_finds_the_largest_micro_batch_that_fits(monkeypatch, capsys):
+    real_measure = bench_gpu.measure
+
+    def measure(row, *args, fits=2):  # laptop "runs out of memory" above micro batch `fits`
+        if row.preset == "laptop" and row.micro_batch > fits:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return real_measure(row, *args)
+
+    monkeypatch.setattr(bench_gpu, "measure", measure)
+    results = bench_gpu.main(SUITE_TOY + ["--compile", "false"])
+    assert results[Row("laptop", "chunked", False, 4)]["micro_batch"] == 2
+    assert "micro batch 4: out of memory" in capsys.readouterr().out
+    monkeypatch.setattr(bench_gpu, "measure", lambda row, *args: measure(row, *args, fits=0))
+    assert bench_gpu.main(SUITE_TOY + ["--compile", "false"])[Row("laptop", "chunked", False, 4)] is None
+    assert "laptop       chunked  no      does not fit, even at micro batch 1" in capsys.readouterr().out
+
+
+def test_suite_starts_no_row_after_its_budget(capsys):
+    results = bench_gpu.main(SUITE_TOY + ["--compile", "false", "--suite-budget", "0"])
+    assert list(results) == [Row("tiny", "chunked", False, 4)]  # the first row always runs
+    out = capsys.readouterr().out
+    assert out.count("skipped: the 0 s suite budget is spent") == 4 and "suite: 1 rows in" in out
+
+
+def test_suite_defaults_and_flags_given():
+    args = bench_gpu.parse_args(["--suite"])
+    assert (args.models, args.total_batch, args.steps, args.warmup) == (["gpt2", "gpt2-xl"], 2**17, 5, 2)
+    assert args.micro_batch == 64 and args.row_budget == 20
+    assert bench_gpu.suite_rows(["gpt2", "gpt2-xl"], 64, True)[-3:] == [
+        Row("gpt2-xl", "chunked", False, 64), Row("gpt2", "chunked", True, 32), Row("gpt2", "chunked", True, 16)]
+    assert bench_gpu.parse_args(["--suite", "--steps", "9"]).steps == 9  # a flag given wins
+    plain = bench_gpu.parse_args([])
+    assert (plain.models, plain.total_batch, plain.steps, plain.row_budget) == (["gpt2"], 524288, 10, None)
