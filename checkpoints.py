@@ -8,6 +8,7 @@ A checkpoint (log_dir/ckpt_<step>.pt) is a dict of tensors and plain containers,
   rng             every process's random generators (python, numpy, torch, cuda, mps), by rank
   config          TrainConfig as a dict;  model_config: GPTConfig as a dict
   tokenizer_identity  e.g. "tiktoken:gpt2" or "bpe:sha256:<hex>"
+  tokenizer_text  a bpe.py tokenizer's model file, whole, so the checkpoint works without it
 """
 import dataclasses
 import fcntl
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+import bpe
 import files
 import run_log
 from errors import UserError, one_line
@@ -191,7 +193,7 @@ def resumed_config(tc, ckpt, overrides, say):
     return merged
 
 
-def save(log_dir, *, step, model, optimizer, scaler, loader, config, tokenizer_identity, run):
+def save(log_dir, *, step, model, optimizer, scaler, loader, config, tokenizer, run):
     """Gather every rank's random generators, then rank 0 writes log_dir/ckpt_<step>.pt; its path."""
     path = checkpoint_path(log_dir, step)
     states = [None] * run.world_size
@@ -204,7 +206,8 @@ def save(log_dir, *, step, model, optimizer, scaler, loader, config, tokenizer_i
             "step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else None,
             "loader": loader.state_dict(), "rng": states, "config": dataclasses.asdict(config),
-            "model_config": dataclasses.asdict(model.config), "tokenizer_identity": tokenizer_identity})
+            "model_config": dataclasses.asdict(model.config), "tokenizer_identity": tokenizer.identity,
+            "tokenizer_text": tokenizer.model_text})
     return path
 
 
@@ -231,6 +234,13 @@ def diverged(step, what, log_dir):
         if rising else "")
     return UserError(f"step {step}: {what}; stopping without saving. {advice} (lower --max_lr,"
                      " or check the data)")
+
+
+def tokenizer_of(ckpt):
+    """The tokenizer a checkpoint was trained with: from the model file text it carries, so it
+    loads anywhere, even after the file is gone (older checkpoints: from the path they recorded)."""
+    spec = ckpt["config"].get("tokenizer", "gpt2")
+    return bpe.load_tokenizer(spec, model_text=ckpt.get("tokenizer_text"))
 
 
 def check_tokenizer(ckpt, tokenizer):

@@ -185,8 +185,7 @@ def train_args(tok_path, shard_dir, log_dir, model, steps, overrides):
 
 def samples(log_dir, prompts, max_new_tokens, seed=1337):
     """Continuations of each prompt by the final checkpoint (loaded the way users load it)."""
-    model, spec = tg.GPT.from_checkpoint(log_dir)
-    tok = bpe.load_tokenizer(spec)
+    model, tok = tg.GPT.from_checkpoint(log_dir)
     generator = torch.Generator().manual_seed(seed)
     out = []
     for prompt in prompts:

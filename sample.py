@@ -21,14 +21,15 @@ from errors import UserError, fail
 
 
 def load_trained(checkpoint=None, model=None, tokenizer=None, device="auto"):
-    """(model in eval mode on its device, tokenizer, device) from a checkpoint or HF weights;
-    the tokenizer must have exactly the model's vocabulary."""
+    """(model in eval mode on its device, tokenizer, device) from a checkpoint or HF weights; the
+    tokenizer (the checkpoint's, GPT-2's, or the one given) must have the model's vocabulary."""
     device = tg.pick_device(device)
     if checkpoint:
-        net, spec = tg.GPT.from_checkpoint(checkpoint, device=device)
+        net, tok = tg.GPT.from_checkpoint(checkpoint, device=device)  # the tokenizer it carries
     else:
-        net, spec = tg.GPT.from_pretrained(model).to(device).eval(), "gpt2"
-    tok = bpe.load_tokenizer(tokenizer or spec, flag="--tokenizer")
+        net, tok = tg.GPT.from_pretrained(model).to(device).eval(), None
+    if tokenizer or tok is None:
+        tok = bpe.load_tokenizer(tokenizer or "gpt2", flag="--tokenizer")
     if tok.vocab_size != net.config.vocab_size:
         raise UserError(f"--tokenizer={tok.spec}: {tok.vocab_size} ids, but the model was trained on"
                         f" {net.config.vocab_size}; pass the tokenizer it was trained with")

@@ -106,8 +106,8 @@ def test_first_run_trains_reports_and_saves(runs):
     assert [r["step"] for r in val] == list(range(0, STEPS + 1, EVAL_EVERY))  # --train eval_interval was used
     assert val[-1]["step"] == STEPS and val[-1]["loss"] == pytest.approx(nats, abs=1e-4)
     # The checkpoint loads as a model of the tokenizer's vocabulary.
-    model, spec = tg.GPT.from_checkpoint(os.path.join(out, "log"))
-    assert model.config.vocab_size == VOCAB and os.path.exists(spec)
+    model, tok = tg.GPT.from_checkpoint(os.path.join(out, "log"))
+    assert model.config.vocab_size == tok.vocab_size == VOCAB and os.path.exists(tok.spec)
     # Samples from the checkpoint, one per prompt, each starting with its prompt.
     samples = re.findall(r"^\s+sample (\d): '(.*)'$", stdout, re.M)
     assert [i for i, _ in samples] == ["0", "1", "2"]

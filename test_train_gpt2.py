@@ -931,9 +931,31 @@ def test_exact_resume(corpus, tmp_path):
     assert a["loader"] == b["loader"] and a["step"] == 8
     assert set(a) >= {"model", "optimizer", "scaler", "step", "loader", "rng", "config", "model_config"}
     assert set(a["rng"][0]) == {"python", "numpy", "torch", "cuda", "mps"}
-    model, spec = tg.GPT.from_checkpoint(str(tmp_path / "resumed" / "ckpt_000008.pt"))
-    assert spec == corpus.tokenizer_path and not model.training
+    model, tok = tg.GPT.from_checkpoint(str(tmp_path / "resumed" / "ckpt_000008.pt"))
+    assert tok.spec == corpus.tokenizer_path and tok.identity == b["tokenizer_identity"] and not model.training
     assert torch.equal(model.transformer.h[1].mlp.c_fc.weight, a["model"]["transformer.h.1.mlp.c_fc.weight"])
+
+
+def test_a_checkpoint_carries_its_tokenizer(corpus, tmp_path, monkeypatch):
+    """Loaded from another directory, after the tokenizer file is gone, the checkpoint still gives
+    its model and the very tokenizer it was trained with."""
+    tokenizer_path = tmp_path / "moved.model"
+    tokenizer_path.write_bytes(open(corpus.tokenizer_path, "rb").read())
+    tg.main(tiny_run(corpus, f"--log_dir={tmp_path / 'log'}", f"--tokenizer={tokenizer_path}", "--max_steps=1"))
+    original = tg.bpe.load_tokenizer(str(tokenizer_path))
+    os.remove(tokenizer_path)
+    os.makedirs(tmp_path / "elsewhere")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    model, tok = tg.GPT.from_checkpoint("../log")
+    assert tok.identity == original.identity and tok.vocab_size == model.config.vocab_size == 320
+    text = "the old man follows a small bird."
+    assert tok.encode_ordinary(text) == original.encode_ordinary(text)
+    # a checkpoint from before tokenizers were stored: its recorded path is used
+    ckpt = torch.load(tmp_path / "log" / "ckpt_000001.pt", weights_only=True)
+    del ckpt["tokenizer_text"]
+    torch.save(ckpt, tmp_path / "old.pt")
+    with pytest.raises(tg.UserError, match="moved.model'?: not 'gpt2' and not a bpe.py model file"):
+        tg.GPT.from_checkpoint(str(tmp_path / "old.pt"))
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_path, monkeypatch):

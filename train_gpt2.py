@@ -292,12 +292,12 @@ class GPT(nn.Module):
 
     @classmethod
     def from_checkpoint(cls, path, device="cpu"):
-        """A trained model (eval mode) and its tokenizer spec, from ckpt_*.pt or a log dir."""
+        """A trained model (eval mode) and its tokenizer, from ckpt_*.pt or a log dir's latest."""
         ckpt = checkpoints.load_checkpoint(path)
         checkpoints.require_keys(ckpt, ("model", "model_config", "config"))
         model = cls(GPTConfig(**ckpt["model_config"]))
         model.load_state_dict(ckpt["model"])
-        return model.to(device).eval(), ckpt["config"]["tokenizer"]
+        return model.to(device).eval(), checkpoints.tokenizer_of(ckpt)
 
 
 # 3. Optimizer and learning-rate schedule --------------------------------------------------------
@@ -729,7 +729,7 @@ def loop(r):
         if step % tc.checkpoint_interval == 0 or step == end_step:
             path = checkpoints.save(tc.log_dir, step=step, model=r.raw_model, optimizer=r.optimizer,
                                     scaler=r.scaler, loader=r.train_loader, config=tc,
-                                    tokenizer_identity=r.tokenizer.identity, run=d)
+                                    tokenizer=r.tokenizer, run=d)
             log.print(f"saved {path}")
     if step == tc.max_steps and d.master:  # the finished model, for transformers, lm-eval, ...
         r.raw_model.save_pretrained(os.path.join(tc.log_dir, "hf"), tokenizer=r.tokenizer)
