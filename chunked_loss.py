@@ -15,10 +15,11 @@ import torch
 
 IGNORE = -1  # a target of -1 adds nothing to the loss (HellaSwag scores only the ending tokens)
 
-# Logits per chunk, in bytes of float32. On a CPU, 24 MB stays under glibc's 32 MB mmap threshold,
-# so the chunk's buffers are reused instead of being page-faulted in afresh for every chunk; a GPU
-# wants big chunks, each a few large kernels (8,192 x 50,304 floats is 1.6 GB).
-CHUNK_BYTES = {"cpu": 24 << 20, "cuda": 1600 << 20}
+# Logits per chunk, in bytes of float32. Each chunk also adds its share to the (vocab x C) weight
+# gradient, one pass over it, so chunks should not be tiny: on a CPU, 64 MB (333 GPT-2 rows) was
+# the fastest measured size (bench/step_speed.py); a GPU wants big chunks, each a few large kernels
+# (8,192 x 50,304 floats is 1.6 GB).
+CHUNK_BYTES = {"cpu": 64 << 20, "cuda": 1600 << 20}
 DEFAULT_CHUNK_BYTES = 256 << 20
 
 
@@ -34,13 +35,18 @@ def _chunk_logits(x, weight, vocab_size):
     return logits
 
 
-def _chunk_loss(logits, targets):
-    """Per-token cross-entropy of float32 logits (0 where the target is IGNORE), and each row's
-    log of the softmax's denominator (+inf for ignored rows, whose softmax then vanishes)."""
+def _softmax_and_loss(logits, targets):
+    """Each token's cross-entropy (0 where the target is IGNORE), turning `logits` into the softmax
+    in place: d loss / d logits = softmax - one_hot(target), so the gradient is one subtraction
+    away (ignored tokens' rows become 0). Four passes over the chunk, no temporary of its size."""
     valid = targets != IGNORE
-    log_norm = torch.logsumexp(logits, dim=1)
-    picked = logits.gather(1, targets.clamp(min=0)[:, None]).squeeze(1)
-    return (log_norm - picked) * valid, log_norm.masked_fill(~valid, float("inf"))
+    picked = logits.gather(1, targets.clamp(min=0)[:, None])
+    top = logits.amax(dim=1, keepdim=True)
+    probs = logits.sub_(top).exp_()  # exp(logit - max) <= 1: cannot overflow
+    total = probs.sum(dim=1, keepdim=True)
+    losses = (top + total.log() - picked).squeeze(1) * valid  # log-sum-exp minus the target's logit
+    probs.div_(total.masked_fill_(~valid[:, None], float("inf")))
+    return losses, probs
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -52,11 +58,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_weight = torch.zeros_like(weight, dtype=torch.float32) if need_grad else None
         for start in range(0, x.size(0), rows):
             xc, tc = x[start:start + rows], targets[start:start + rows]
-            logits = _chunk_logits(xc, weight, vocab_size)
-            losses, log_norm = _chunk_loss(logits, tc)
+            losses, probs = _softmax_and_loss(_chunk_logits(xc, weight, vocab_size), tc)
             total += losses.sum()
             if need_grad:  # d loss / d logits = softmax - one_hot(target), zero for ignored tokens
-                probs = logits.sub_(log_norm[:, None]).exp_()
                 probs[torch.arange(len(tc), device=tc.device), tc.clamp(min=0)] -= (tc != IGNORE).float()
                 if torch.is_autocast_enabled(x.device.type):  # in bf16/fp16, as nn.Linear's backward
                     grad_x[start:start + rows] = probs @ weight
@@ -85,8 +89,9 @@ def linear_cross_entropy(x, weight, targets, vocab_size, reduction="mean"):
     if reduction == "none":
         with torch.no_grad():
             rows = chunk_rows(weight.size(0), x.device.type)
-            losses = [_chunk_loss(_chunk_logits(flat_x[s:s + rows], weight, vocab_size),
-                                  flat_targets[s:s + rows])[0] for s in range(0, flat_x.size(0), rows)]
+            losses = [_softmax_and_loss(_chunk_logits(flat_x[s:s + rows], weight, vocab_size),
+                                        flat_targets[s:s + rows])[0]
+                      for s in range(0, flat_x.size(0), rows)]
             return torch.cat(losses).view(targets.shape)
     need_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
     return _LinearCrossEntropy.apply(flat_x, weight, flat_targets, vocab_size, need_grad)
