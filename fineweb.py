@@ -5,9 +5,10 @@
     python fineweb.py --source my_corpus/ --tokenizer my.model --out data/mine
 
 What it does, top to bottom in this file:
-  1. Sources: a stream of documents (strings) from FineWeb-Edu, any Hugging Face dataset, local
-     .jsonl/.json/.parquet/.txt files or folders (all through `datasets`' streaming loaders, so
-     the 20 GB default never sits on disk), or the embedded `pydocs` corpus.
+  1. Sources: a stream of documents (strings) from FineWeb-Edu or any Hugging Face dataset
+     (streamed by `datasets`, so the 20 GB default never sits on disk), local
+     .jsonl/.json/.parquet/.txt files or folders (read here, line by line or batch by batch),
+     or the embedded `pydocs` corpus.
   2. Val/train split: a document goes to val when a hash of its text falls below
      --val-fraction. This is deterministic, spreads val over the whole corpus, and puts exact
      duplicates in the same split, so the same text can never be both trained on and evaluated.
@@ -50,9 +51,9 @@ DEFAULT_VAL_FRACTION = 0.01          # 1% of 10B tokens = ~100M val tokens, as i
 
 SOURCE_ALIASES = {"fineweb-edu": f"hf:{FINEWEB_REPO}:{FINEWEB_CONFIG}"}
 PYDOCS = "pydocs"
-# Which `datasets` loader reads which local file type. A .txt file is ONE document (a book, an
-# article); reading it line by line would make every line a document with its own eot.
-LOCAL_LOADERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".txt": "text"}
+# Which reader takes which local file type. A .txt file is ONE document (a book, an article);
+# reading it line by line would make every line a document with its own eot.
+LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".txt": "text"}
 
 TASK_CHARS = 1 << 20      # ~1 MB of text per worker task: IPC and Python overhead become noise
 READ_BATCH = 256          # rows per batch pulled from a `datasets` stream
@@ -131,47 +132,182 @@ def _module_docstrings(module, path):
 
 def _local_files(spec):
     """The files a local source names (a file, a folder searched recursively, or a glob),
-    checked to exist, be readable and be of one supported type. Returns (loader, paths)."""
+    checked to exist, be readable and be of one supported type. Returns (format, paths)."""
     if any(ch in spec for ch in "*?["):
         paths = sorted(f for f in glob.glob(spec, recursive=True) if os.path.isfile(f))
     elif os.path.isdir(spec):
         paths = sorted(os.path.join(d, f) for d, _, names in os.walk(spec) for f in names
-                       if os.path.splitext(f)[1].lower() in LOCAL_LOADERS)
+                       if os.path.splitext(f)[1].lower() in LOCAL_FORMATS)
     elif os.path.exists(spec):
         paths = [spec]
     else:
         raise ValueError(f"source {spec!r}: no such file or folder (or use fineweb-edu, pydocs, hf:REPO[:CONFIG])")
     if not paths:
-        raise ValueError(f"source {spec!r} is empty: no {'/'.join(LOCAL_LOADERS)} files in it")
-    loaders = set()
+        raise ValueError(f"source {spec!r} is empty: no {'/'.join(LOCAL_FORMATS)} files in it")
+    formats = set()
     for path in paths:
         ext = os.path.splitext(path)[1].lower()
-        if ext not in LOCAL_LOADERS:
-            raise ValueError(f"{path}: unsupported file type {ext or '(none)'!r}; use {', '.join(LOCAL_LOADERS)}")
-        loaders.add(LOCAL_LOADERS[ext])
+        if ext not in LOCAL_FORMATS:
+            raise ValueError(f"{path}: unsupported file type {ext or '(none)'!r}; use {', '.join(LOCAL_FORMATS)}")
+        formats.add(LOCAL_FORMATS[ext])
         try:
             with open(path, "rb") as f:
                 f.read(1)
         except OSError as e:
             raise ValueError(f"cannot read {path}: {e.strerror}") from None
-    if len(loaders) > 1:
-        raise ValueError(f"source {spec!r} mixes file types ({', '.join(sorted(loaders))}); give one type per run")
-    return loaders.pop(), paths
+    if len(formats) > 1:
+        raise ValueError(f"source {spec!r} mixes file types ({', '.join(sorted(formats))}); give one type per run")
+    return formats.pop(), paths
 
 
-def _dataset_documents(label, text_column, load_args, load_kwargs, locate=lambda read_failed: None):
-    """Documents from a `datasets` streaming loader, the same code for the Hub and local files.
-    locate(read_failed): where a failure comes from, "path:line: what", or None (_locate_problem)."""
-    import datasets  # imported here: ~2 s, and the pydocs path does not need it
+class _NoTextColumn(ValueError):
+    """A row, or a parquet file, without the text column. On the source's very first row it
+    means the wrong --text-column and is said so; after that it is one bad row."""
+
+    def __init__(self, message, columns):
+        super().__init__(message)
+        self.columns = columns
+
+
+def _local_documents(label, fmt, paths, text_column):
+    """The documents of local files, file after file in sorted path order, read right here
+    rather than through `datasets`: its import alone costs about a second, pulls in torch
+    when streaming, and its errors do not say which file and line is bad. Ours do."""
+    read = {"json": _json_documents, "parquet": _parquet_documents, "text": _text_documents}[fmt]
+    documents = 0
+    try:
+        for path in paths:
+            for text in read(path, text_column):
+                documents += 1
+                yield text
+    except _NoTextColumn as e:
+        if documents or not e.columns:
+            raise
+        raise ValueError(f"{label} has no column {text_column!r} (it has: {', '.join(e.columns)}); "
+                         f"choose one with --text-column") from None
+
+
+def _text_documents(path, text_column):
+    """A .txt file is one document (text_column does not apply), its newlines made "\\n", as
+    text mode reads them and `datasets` did: a corpus sharded before and after this reader was
+    written gives the same bytes."""
+    with open(path, "rb") as f:
+        text = _decode_utf8(f.read(), path)
+    yield text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _decode_utf8(data, path, line=1):
+    """data as text, or a one-line error naming the file, the line and the column of the first
+    byte that is not UTF-8 (`line` is the number of data's first line in the file)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line += data.count(b"\n", 0, e.start)
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x} at column {column})") from None
+
+
+def _json_documents(path, text_column):
+    """The text of each row of a JSON-lines file (one object per line, blank lines skipped),
+    or of a .json file that holds one JSON array: of row objects, or of strings (each string
+    a document), the two kinds of .json file that `datasets` reads as rows."""
+    with open(path, "rb") as f:
+        if path.lower().endswith(".json") and f.read(4096).removeprefix(b"\xef\xbb\xbf").lstrip().startswith(b"["):
+            f.seek(0)
+            yield from _json_array_documents(path, f.read(), text_column)
+            return
+        f.seek(0)
+        for number, raw in enumerate(f, 1):
+            line = _decode_utf8(raw, path, number)
+            if number == 1:
+                line = line.removeprefix("\ufeff")   # a byte-order mark is not part of the row
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line.rstrip("\r\n"))   # its line break would read as part of a broken string
+            except ValueError as e:   # e.msg reads "Expecting ',' delimiter", "Invalid control character at"
+                hint = "; a .json file holds JSON lines or one JSON array" if path.lower().endswith(".json") else ""
+                raise ValueError(f"{path}:{number}: not valid JSON: {e.msg.removesuffix(' at')} at column "
+                                 f"{e.colno}{hint}") from None
+            yield _row_text(row, text_column, f"{path}:{number}")
+
+
+def _json_array_documents(path, data, text_column):
+    """The documents of a .json file holding one array (data: the whole file, read at once, as
+    `datasets` reads it too: a JSON document cannot be parsed in pieces)."""
+    text = _decode_utf8(data, path).removeprefix("\ufeff")
+    try:
+        rows = json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"{path}:{e.lineno}: not valid JSON: {e.msg.removesuffix(' at')} at column {e.colno}") from None
+    for number, row in enumerate(rows, 1):
+        yield row if isinstance(row, str) else _row_text(row, text_column, f"{path}: item {number}")
+
+
+_JSON_TYPES = {dict: "an object", list: "an array", int: "a number", float: "a number",
+               bool: "true/false", type(None): "null", str: "a string"}
+
+
+def _row_text(row, text_column, where):
+    """The text of one parsed JSON row; `where` ("file:line") names it in the error if it has none."""
+    if not isinstance(row, dict):
+        raise ValueError(f"{where}: {_JSON_TYPES.get(type(row), 'a value')}, not a JSON object")
+    if text_column not in row:
+        raise _NoTextColumn(f"{where}: no {text_column!r} key" + (f" (it has: {', '.join(row)})" if row else ""),
+                            list(row))
+    text = row[text_column]
+    if not isinstance(text, str):
+        raise ValueError(f"{where}: {text_column!r} holds {_JSON_TYPES.get(type(text), 'a value')}, not text")
+    return text
+
+
+def _parquet_documents(path, text_column):
+    """The text column of a .parquet file, batch by batch (only that column is read)."""
+    import pyarrow as pa   # imported here: only parquet sources need pyarrow
+    import pyarrow.parquet as pq
+
+    def unreadable(e):
+        return ValueError(f"{path}: not a readable parquet file ({one_line(e)})")
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except Exception as e:   # pyarrow raises ArrowInvalid, OSError, ... for a damaged file
+        raise unreadable(e) from None
+    schema = parquet.schema_arrow
+    if text_column not in schema.names:
+        raise _NoTextColumn(f"{path} has no column {text_column!r} (it has: {', '.join(schema.names)}); "
+                            f"choose one with --text-column", schema.names)
+    kind = schema.field(text_column).type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        raise ValueError(f"{path}: column {text_column!r} holds {kind}, not text")
+    batches, row = parquet.iter_batches(columns=[text_column]), 0
+    while True:
+        try:
+            batch = next(batches, None)   # reading a batch is what finds a damaged page
+        except Exception as e:
+            raise unreadable(e) from None
+        if batch is None:
+            return
+        for text in batch.column(0).to_pylist():
+            row += 1
+            if text is None:
+                raise ValueError(f"{path}: row {row}: {text_column!r} is null, not text")
+            yield text
+
+
+def _dataset_documents(label, text_column, load_args, load_kwargs):
+    """Documents of a Hugging Face Hub dataset, streamed by `datasets` (the 20 GB default never
+    sits on disk)."""
+    import datasets  # imported here: about a second, and only Hub sources need it
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity(datasets.logging.CRITICAL)   # we report its errors, in one line
     try:
         stream = datasets.load_dataset(*load_args, split="train", streaming=True, **load_kwargs)
         features = stream.features
-    except Exception as e:   # (pyarrow's errors are ValueErrors too: catch them all here)
-        raise ValueError(locate(True) or f"cannot read {label}: {one_line(e)}") from None
+    except Exception as e:   # no network, no such dataset or config, ...
+        raise ValueError(f"cannot read {label}: {one_line(e)}") from None
     if features is not None:   # a known schema: check the column now, and read only it
-        _check_column(label, text_column, features, locate)
+        _check_column(label, text_column, features)
         stream = stream.select_columns([text_column])
     batches = iter(stream.iter(batch_size=READ_BATCH))
     row = 0
@@ -180,122 +316,25 @@ def _dataset_documents(label, text_column, load_args, load_kwargs, locate=lambda
             batch = next(batches)
         except StopIteration:
             return
-        except Exception as e:   # corrupt parquet, broken JSON line, undecodable text, network...
-            raise ValueError(locate(True) or f"cannot read {label} (after {row} rows): {one_line(e)}") from None
-        _check_column(label, text_column, batch, locate)
+        except Exception as e:   # a broken file on the Hub, the network gone mid-stream, ...
+            raise ValueError(f"cannot read {label} (after {row} rows): {one_line(e)}") from None
+        _check_column(label, text_column, batch)
         for text in batch[text_column]:
             if not isinstance(text, str):
-                raise ValueError(locate(False) or f"{label}: row {row + 1}: column {text_column!r} holds "
-                                             f"{type(text).__name__}, not text")
+                raise ValueError(f"{label}: row {row + 1}: column {text_column!r} holds "
+                                 f"{type(text).__name__}, not text")
             row += 1
             yield text
 
 
-def _check_column(label, text_column, columns, locate):
+def _check_column(label, text_column, columns):
     if text_column not in columns:
-        # No column at all: the files hold only blank lines (an empty source) or `{}` rows.
-        raise ValueError((not columns and locate(False)) or f"{label} has no column {text_column!r} (it has: "
-                         f"{', '.join(columns)}); choose one with --text-column")
-
-
-def _locate_problem(label, loader, paths, text_column, read_failed):
-    """After `datasets` failed on local files: read them again, plainly, for the first problem as
-    "path:line: what" (pyarrow's own messages count rows within a block and name only the
-    folder), or say the source is empty. None if nothing is found. Only failures pay for this.
-    A failed read is first blamed on what makes a file unreadable (bad UTF-8, bad JSON), then
-    on rows without text (no such key, null, a number), the only suspects when a read worked."""
-    check = _parquet_problem if loader == "parquet" else _lines_problem
-    for values in ((False, True) if read_failed else (True,)):
-        empty = True
-        for path in paths:
-            problem, has_rows = check(path, loader, text_column, values)
-            if problem:
-                return problem
-            empty = empty and not has_rows
-        if empty:
-            return f"source {label} is empty: it holds no text"
-    return None
-
-
-def _lines_problem(path, loader, text_column, values):
-    """(first problem in a .jsonl/.json/.txt file or None, whether it holds anything to read)."""
-    if path.lower().endswith(".json") and _is_json_document(path):
-        return None, True   # one JSON document (e.g. an array of rows), not JSON lines
-    has_rows = False
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")   # a BOM is fine
-            except UnicodeDecodeError as e:
-                return f"{path}:{number}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1})", has_rows
-            if loader == "text":
-                has_rows = True
-            elif line.strip():   # a JSON line; `datasets` skips blank ones
-                has_rows = True
-                problem = _json_line_problem(line.rstrip("\r\n"), text_column, values)
-                if problem:
-                    return f"{path}:{number}: {problem}", True
-    return None, has_rows
-
-
-_JSON_TYPES = {dict: "an object", list: "an array", int: "a number", float: "a number",
-               bool: "true/false", type(None): "null", str: "a string"}
-
-
-def _json_line_problem(line, text_column, values):
-    try:
-        row = json.loads(line)
-    except ValueError as e:   # e.msg reads "Expecting ',' delimiter", "Invalid control character at"
-        return f"not valid JSON: {e.msg.removesuffix(' at')} at column {e.colno}"
-    if not isinstance(row, dict):
-        return f"{_JSON_TYPES.get(type(row), 'a value')}, not a JSON object"
-    if values and text_column not in row:
-        return f"no {text_column!r} key" + (f" (it has: {', '.join(row)})" if row else "")
-    if values and not isinstance(row[text_column], str):
-        return f"{text_column!r} holds {_JSON_TYPES.get(type(row[text_column]), 'a value')}, not text"
-    return None
-
-
-def _is_json_document(path):
-    try:
-        with open(path, encoding="utf-8-sig") as f:
-            json.load(f)
-        return True
-    except ValueError:   # (UnicodeDecodeError is one too)
-        return False
-
-
-def _parquet_problem(path, loader, text_column, values):
-    """(first problem in a .parquet file or None, whether it has rows)."""
-    import pyarrow.parquet as pq
-    try:
-        pf = pq.ParquetFile(path)
-        if text_column not in pf.schema_arrow.names:
-            return f"{path} has no column {text_column!r}; choose one with --text-column", True
-        rows = 0
-        for batch in pf.iter_batches(columns=[text_column]):   # reading it finds damaged pages
-            nulls = batch.column(0).is_null().to_pylist() if values and batch.column(0).null_count else []
-            if True in nulls:
-                return f"{path}: row {rows + nulls.index(True) + 1}: {text_column!r} is null, not text", True
-            rows += batch.num_rows
-    except Exception as e:   # pyarrow raises ArrowInvalid, OSError, ... for a damaged file
-        return f"{path}: not a readable parquet file ({one_line(e)})", True
-    return None, rows > 0
-
-
-def _refuse_leading_null(path):
-    """pyarrow infers a JSON-lines file's schema from its first row, and a first row of `null`
-    crashes the whole process (a segfault: no exception to catch), so look at that row first."""
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, 1):
-            if raw.strip():
-                if raw.strip() == b"null":
-                    raise ValueError(f"{path}:{number}: null, not a JSON object")
-                return
+        raise ValueError(f"{label} has no column {text_column!r} (it has: {', '.join(columns)}); "
+                         f"choose one with --text-column")
 
 
 def open_source(spec, text_column="text"):
-    """Resolve a --source spec to a Source; local files are validated here, before any work."""
+    """Resolve a --source spec to a Source; local files are checked here, before any work."""
     spec = SOURCE_ALIASES.get(spec, spec)
     if spec == PYDOCS:
         return Source(f"pydocs:python-{sys.version.split()[0]}", pydocs_documents)
@@ -304,16 +343,9 @@ def open_source(spec, text_column="text"):
         kwargs = {"name": config} if config else {}
         name = f"{repo}:{config}" if config else repo
         return Source(name, lambda: _dataset_documents(name, text_column, (repo,), kwargs))
-    loader, paths = _local_files(spec)
-    kwargs = {"data_files": [os.path.abspath(f) for f in paths]}
-    if loader == "text":
-        kwargs["sample_by"] = "document"   # whole file = one document (newlines become "\n")
-    if loader == "json":
-        for path in paths:
-            _refuse_leading_null(path)
+    fmt, paths = _local_files(spec)
     name = os.path.abspath(spec)
-    locate = lambda read_failed: _locate_problem(name, loader, paths, text_column, read_failed)
-    return Source(name, lambda: _dataset_documents(name, text_column, (loader,), kwargs, locate))
+    return Source(name, lambda: _local_documents(name, fmt, paths, text_column))
 
 
 # ----------------------------------------------------------------------------------------------

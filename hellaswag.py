@@ -32,7 +32,6 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-import bpe
 import files
 from errors import UserError, fail
 
@@ -230,7 +229,20 @@ def score_batch(model, rendered, device, amp_dtype=None):
     return sum_loss.view(-1, NUM_ENDINGS), mean_loss.view(-1, NUM_ENDINGS)
 
 
-def evaluate(model, examples, tokenizer, device, rank=0, world_size=1, batch_size=16, progress=False,
+# Examples per forward pass (4 rows each) unless a caller says otherwise. A GPU needs many rows
+# in flight to be busy. A CPU does not: it is as busy with one example's matmuls, so 16 examples
+# per pass scored no faster than 1, while their (rows x length x 50,257) fp32 logits took over 4x
+# the memory (python -m bench.hellaswag_speed --memory: peak 2.2 GB against 0.5 GB).
+CPU_BATCH_SIZE = 1
+GPU_BATCH_SIZE = 16
+
+
+def default_batch_size(device):
+    """How many examples evaluate() scores per forward pass on `device` (a str or torch.device)."""
+    return CPU_BATCH_SIZE if torch.device(device).type == "cpu" else GPU_BATCH_SIZE
+
+
+def evaluate(model, examples, tokenizer, device, rank=0, world_size=1, batch_size=None, progress=False,
              amp_dtype=None):
     """Score this rank's share of the examples (examples[rank::world_size]).
 
@@ -239,7 +251,9 @@ def evaluate(model, examples, tokenizer, device, rank=0, world_size=1, batch_siz
     every rank must call this with the same examples. The model is put in eval
     mode for the duration and its previous mode restored, so the trainer can call this mid-run.
     Examples are scored in order of length so each batch pads little; the counts do not depend
-    on order."""
+    on order. batch_size: examples per forward pass, by default default_batch_size(device)."""
+    if batch_size is None:
+        batch_size = default_batch_size(device)
     share = examples[rank::world_size]
     max_len = model_block_size(model)
     max_len = None if max_len is None else max_len + 1  # the input is the row minus its last token
@@ -306,20 +320,25 @@ def parse_args(argv=None):
     p.add_argument("--cache-dir", default=None, help=f"download folder (default: {default_cache_dir()})")
     p.add_argument("--tokenizer", default=None,
                    help="tokenizer spec for bpe.load_tokenizer (default: the checkpoint's, else gpt2)")
-    p.add_argument("--batch-size", type=int, default=16, help="examples per forward pass (4 rows each)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help=f"examples per forward pass, 4 rows each (default: {CPU_BATCH_SIZE} on a CPU, where "
+                        f"batching is no faster and costs memory; {GPU_BATCH_SIZE} on a GPU)")
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: autodetect)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N examples")
     args = p.parse_args(argv)
-    if args.batch_size < 1:
-        p.error("--batch-size must be at least 1")
-    if args.limit is not None and args.limit < 1:
-        p.error("--limit must be at least 1")
+    for flag in ("batch_size", "threads", "limit"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            p.error(f"--{flag.replace('_', '-')} must be at least 1")
     return args
 
 
 def main(argv=None):
     args = parse_args(argv)
-    # The library above needs no model code; the command line loads models with the trainer's.
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    # The library above needs no model code; the command line loads models as sample.py does.
+    import sample
     import train_gpt2
     try:  # data first: a bad file or no network should fail before a big model is loaded
         path = args.data or download(args.split, args.cache_dir)
@@ -327,24 +346,21 @@ def main(argv=None):
         if args.download_only:
             print(f"{path}: {len(examples)} examples")
             return None
-        device = args.device or train_gpt2.pick_device()
-        if args.checkpoint:
-            model, spec = train_gpt2.GPT.from_checkpoint(args.checkpoint, device=device)
-        else:
-            model, spec = train_gpt2.GPT.from_pretrained(args.model), "gpt2"
-        tokenizer = bpe.load_tokenizer(args.tokenizer or spec, flag="--tokenizer")
+        # the model, its tokenizer (checked to fit it) and an existing device, or a one-line error
+        model, tokenizer, device = sample.load_trained(args.checkpoint, args.model, args.tokenizer,
+                                                       args.device or "auto")
     except (ValueError, OSError) as e:  # OSError: missing files, no network (Hugging Face Hub, tiktoken)
         raise fail("hellaswag.py", e) from None
-    model.to(device)
     amp_dtype = train_gpt2.resolve_dtype("auto", device.split(":")[0])  # as the trainer would
+    batch_size = args.batch_size or default_batch_size(device)
     start = time.time()
-    counts = evaluate(model, examples, tokenizer, device, batch_size=args.batch_size, progress=True,
+    counts = evaluate(model, examples, tokenizer, device, batch_size=batch_size, progress=True,
                       amp_dtype=amp_dtype)
     seconds = time.time() - start
     n = counts["total"]
     print(f"hellaswag {os.path.basename(path)}: acc {counts['correct'] / n:.4f} ({counts['correct']}/{n}) "
           f"acc_norm {counts['correct_norm'] / n:.4f} ({counts['correct_norm']}/{n}) | "
-          f"{n} examples in {seconds:.1f} s ({n / seconds:.1f} examples/s on {device})")
+          f"{n} examples in {seconds:.1f} s ({n / seconds:.1f} examples/s on {device}, {batch_size} per forward pass)")
     return counts
 
 

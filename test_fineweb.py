@@ -292,6 +292,70 @@ def test_val_from_tail_refuses_an_empty_side(tmp_path):
     assert "is empty" in msg
 
 
+# ---- local files: read directly, exactly as `datasets` read them ---------------------------------
+
+def test_local_files_give_the_documents_datasets_gave(tmp_path):
+    """fineweb.py reads local files itself (not through `datasets`, whose import costs seconds):
+    every format yields exactly the documents `datasets`' streaming loaders yield for it, so
+    shards built before and after that change are byte-identical. The odd corners are here:
+    byte-order marks, CRLF and lone CR line ends, blank and whitespace-only lines, JSON arrays."""
+    import datasets
+    datasets.disable_progress_bars()
+    texts = ["plain", "über 東京 😀", "tab\there", "line\nbreak", "crlf\r\ninside", "", "  spaces  ", "<|endoftext|>"]
+    lines = [json.dumps({"text": t, "n": i}) for i, t in enumerate(texts)]
+    (tmp_path / "a.jsonl").write_bytes(("\ufeff" + lines[0] + "\r\n\r\n" + "\r\n".join(lines[1:4]) + "\n   \n\t\n"
+                                        + "\n".join(lines[4:]) + "\n").encode())
+    (tmp_path / "rows.json").write_text(json.dumps([{"text": t} for t in texts], indent=1))
+    (tmp_path / "strings.json").write_text(json.dumps(texts))
+    (tmp_path / "lines.json").write_text("\n".join(lines))
+    (tmp_path / "e.txt").write_bytes("\ufeffa\r\nb\rc\n\nüber\r\n".encode())
+    pq.write_table(pa.table({"text": pa.array(texts, pa.large_string())}), tmp_path / "f.parquet")
+    for name, loader, kwargs in [("a.jsonl", "json", {}), ("rows.json", "json", {}), ("strings.json", "json", {}),
+                                 ("lines.json", "json", {}), ("e.txt", "text", {"sample_by": "document"}),
+                                 ("f.parquet", "parquet", {})]:
+        path = str(tmp_path / name)
+        theirs = [row["text"] for row in datasets.load_dataset(loader, data_files=[path], split="train",
+                                                                streaming=True, **kwargs)]
+        assert list(fineweb.open_source(path).documents()) == theirs, name
+        assert theirs in (texts, ["\ufeffa\nb\nc\n\nüber\n"])   # (and they are what was written)
+
+
+def test_a_local_build_starts_without_datasets_or_torch(tmp_path, docs):
+    """Start-up is part of the job: a local corpus needs neither `datasets` nor torch (seconds
+    of imports), nor tqdm when quiet, nor pyarrow unless it is parquet."""
+    src = write_jsonl(tmp_path / "c.jsonl", docs)
+    code = ("import sys, fineweb; fineweb.main(sys.argv[1:]); "
+            "print(sorted(m for m in ('datasets', 'torch', 'pyarrow', 'pandas', 'tqdm') if m in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", code, "--source", src, "--out", str(tmp_path / "out"), "--quiet",
+                          "--val-fraction", str(VAL_FRACTION), "--workers", "1"], cwd=HERE, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[-1] == "[]"
+
+
+def test_json_documents_parquet_columns_and_their_errors(tmp_path):
+    def error(name, content):
+        path = tmp_path / name
+        path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
+        return cli_error(["--source", str(path)], tmp_path / f"out-{name}")
+
+    assert error("items.json", '[{"text": "a"}, {"text": 3}]').endswith("items.json: item 2: 'text' holds a number, not text")
+    assert error("cut.json", '[{"text": "a"},\n {"text"').endswith(
+        "cut.json:2: not valid JSON: Expecting ':' delimiter at column 9")
+    assert error("object.json", '{\n  "text": "pretty-printed"\n}\n').endswith(
+        "object.json:1: not valid JSON: Expecting property name enclosed in double quotes at column 2; "
+        "a .json file holds JSON lines or one JSON array")
+    assert error("latin1.jsonl", b'{"text": "ok"}\n{"text": "caf\xe9"}\n').endswith(
+        "latin1.jsonl:2: not UTF-8 text (byte 0xe9 at column 14)")
+    assert error("array.jsonl", '["a", "b"]\n').endswith("array.jsonl:1: an array, not a JSON object")
+    pq.write_table(pa.table({"body": ["a", "b"]}), tmp_path / "body.parquet")
+    msg = cli_error(["--source", str(tmp_path / "body.parquet")], tmp_path / "o1")
+    assert msg.endswith(f"{tmp_path / 'body.parquet'} has no column 'text' (it has: body); choose one with --text-column")
+    pq.write_table(pa.table({"text": [1, 2]}), tmp_path / "ints.parquet")
+    msg = cli_error(["--source", str(tmp_path / "ints.parquet")], tmp_path / "o2")
+    assert msg.endswith(f"{tmp_path / 'ints.parquet'}: column 'text' holds int64, not text")
+
+
 def test_help_runs():
     r = subprocess.run([sys.executable, "fineweb.py", "--help"], cwd=HERE, capture_output=True, text=True)
     assert r.returncode == 0 and "--shard-tokens" in r.stdout and "pydocs" in r.stdout

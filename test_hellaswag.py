@@ -314,6 +314,25 @@ def test_evaluate_restores_mode_respects_block_size_and_shows_progress(examples,
     assert again == counts
 
 
+def test_batch_size_follows_the_device(examples, tok, monkeypatch):
+    """The trainer calls evaluate() without a batch size: one example per forward pass on a CPU
+    (batching is no faster there and its logits cost memory), 16 on a GPU."""
+    assert hellaswag.default_batch_size("cpu") == hellaswag.default_batch_size(torch.device("cpu")) == 1
+    assert hellaswag.default_batch_size("cuda") == hellaswag.default_batch_size("cuda:1") == 16
+    assert hellaswag.default_batch_size(torch.device("cuda", 0)) == hellaswag.default_batch_size("mps") == 16
+    model, folded = TinyCausalLM(), FoldedTokenizer(tok)
+    counts = hellaswag.evaluate(model, examples, folded, "cpu")   # as the trainer calls it
+    assert len(model.seen_lengths) == len(examples) and counts["total"] == len(examples)
+    assert counts == hellaswag.evaluate(model, examples, folded, "cpu", batch_size=16)   # an explicit size still wins
+    assert len(model.seen_lengths) == len(examples) + 2   # 23 examples: 16 + 7
+    # On a GPU (none here: the scoring is stood in for), the examples go 16 to a pass.
+    batches = []
+    monkeypatch.setattr(hellaswag, "score_batch", lambda model, batch, device, amp_dtype=None: batches.append(
+        (len(batch), device)) or (torch.zeros(len(batch), 4), torch.zeros(len(batch), 4)))
+    assert hellaswag.evaluate(model, examples, folded, "cuda:0")["total"] == len(examples)
+    assert batches == [(16, "cuda:0"), (7, "cuda:0")]
+
+
 # ----------------------------------------------------------------------------------------------
 # Download and command line
 
@@ -376,6 +395,28 @@ def test_cli_help_and_bad_input_are_one_line_errors(tmp_path, examples, capsys, 
         hellaswag.main(["--model", "gpt2", "--cache-dir", str(tmp_path / "c")])
 
 
+def test_cli_threads_and_batch_size(tmp_path, examples, monkeypatch, capsys):
+    """--threads sets torch's CPU threads before scoring; --batch-size, when given, is what
+    evaluate() gets, and otherwise the device's default; both must be at least 1."""
+    _tiny_gpt().save_pretrained(str(tmp_path / "hf"))
+    data = write_jsonl(tmp_path / "h.jsonl", examples[:2])
+    seen = []
+    monkeypatch.setattr(hellaswag, "evaluate", lambda *a, batch_size, **kw: seen.append(
+        (batch_size, torch.get_num_threads())) or {"total": 1, "correct": 1, "correct_norm": 1})
+    threads = torch.get_num_threads()
+    try:
+        hellaswag.main(["--model", str(tmp_path / "hf"), "--data", data, "--device", "cpu", "--threads", "1"])
+        hellaswag.main(["--model", str(tmp_path / "hf"), "--data", data, "--device", "cpu", "--batch-size", "3"])
+    finally:
+        torch.set_num_threads(threads)
+    assert seen == [(1, 1), (3, 1)]
+    for flag in ("--threads", "--batch-size", "--limit"):
+        with pytest.raises(SystemExit) as exit_:
+            hellaswag.parse_args(["--model", "gpt2", flag, "0"])
+        assert exit_.value.code == 2 and f"{flag} must be at least 1" in capsys.readouterr().err
+    assert hellaswag.parse_args(["--model", "gpt2"]).batch_size is None   # left to the device
+
+
 def _tiny_gpt(seed=0):
     import train_gpt2
     torch.manual_seed(seed)
@@ -411,7 +452,7 @@ def test_cli_evaluates_a_saved_gpt_and_a_checkpoint(tmp_path, examples, tok, cap
     last = out.stdout.strip().splitlines()[-1]
     assert last.startswith(f"hellaswag hellaswag_val.jsonl: acc {first4['correct'] / 4:.4f} ({first4['correct']}/4) "
                            f"acc_norm {first4['correct_norm'] / 4:.4f} ({first4['correct_norm']}/4) | 4 examples in ")
-    assert "examples/s on cpu)" in last
+    assert "examples/s on cpu, 1 per forward pass)" in last   # the CPU default batch size
     # a broken checkpoint is a one-line error
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(SystemExit, match=r"^hellaswag.py: error: [^\n]*junk.pt: not a readable checkpoint[^\n]*$"):

@@ -88,6 +88,26 @@ def test_time_modes_scores_every_example_in_each_mode(tok):
     assert counts[1]["total"] == 5
 
 
+def test_modes_take_turns_abba(tok, monkeypatch):
+    seen, real = [], hellaswag.evaluate
+    monkeypatch.setattr(hellaswag, "evaluate", lambda *a, batch_size, **kw: seen.append(batch_size) or
+                        real(*a, batch_size=batch_size, **kw))
+    bh.time_modes(bh.make_model(1, 1, 16), bh.synthetic_examples(2), tok, [1, 2, 5], repeats=3)
+    assert seen == [1, 2, 5, 5, 2, 1, 1, 2, 5]
+
+
+def test_memory_is_measured_per_batch_size_in_fresh_processes(monkeypatch, capsys, keep_threads):
+    """Each batch size's peak in a process of its own: 4 examples per pass hold 4x the logits
+    (rows x length x 50,257 floats) of one, so their scoring needs clearly more memory."""
+    out = run_main(monkeypatch, capsys, "--examples", "4", "--batch-sizes", "4", "--memory", *TOY)
+    peaks = {int(m[1]): (float(m[2]), float(m[3])) for line in out.splitlines()
+             if (m := re.match(r"^peak memory, +(\d+)/pass: +(\S+) MB \((\S+) MB while scoring; a fresh process\)$", line))}
+    assert set(peaks) == {1, 4}
+    assert all(peak > extra > 0 for peak, extra in peaks.values())
+    assert peaks[4][1] > 2 * peaks[1][1]
+    assert "hellaswag.evaluate's default on a CPU: 1/pass" in out
+
+
 def test_synthetic_examples_are_valid_hellaswag_and_fixed_by_seed():
     examples = bh.synthetic_examples(20)
     assert examples == bh.synthetic_examples(20) and examples != bh.synthetic_examples(20, seed=1)
@@ -108,4 +128,5 @@ def test_model_is_gpt2_shaped_and_the_same_every_time():
 def test_help():
     out = subprocess.run([sys.executable, "-m", "bench.hellaswag_speed", "--help"], cwd=REPO_ROOT,
                          capture_output=True, text=True, check=True).stdout
-    assert "--batch-sizes" in out and "--data" in out and "--examples" in out
+    assert all(flag in out for flag in ("--batch-sizes", "--data", "--examples", "--memory", "--cpus"))
+    assert "--memory-child" not in out
