@@ -84,14 +84,18 @@ def linear_cross_entropy(x, weight, targets, vocab_size, reduction="mean"):
 
     x: (..., C) activations; weight: (V_padded, C), e.g. a tied embedding; targets: (...) token
     ids, IGNORE to skip. reduction "mean" (over the scored tokens, differentiable) or "none"
-    (per-token losses shaped like targets, for evaluation only)."""
+    (per-token float32 losses shaped like targets, 0 where IGNORE; for evaluation only: the
+    ignored tokens cost nothing, so HellaSwag pays only for its ending tokens' logits)."""
     flat_x, flat_targets = x.reshape(-1, x.size(-1)), targets.reshape(-1)
-    if reduction == "none":
+    if reduction == "none":  # evaluation: logits only for the scored tokens, in chunks
         with torch.no_grad():
+            losses = torch.zeros(flat_targets.shape, dtype=torch.float32, device=x.device)
+            scored = (flat_targets != IGNORE).nonzero().squeeze(1)
             rows = chunk_rows(weight.size(0), x.device.type)
-            losses = [_softmax_and_loss(_chunk_logits(flat_x[s:s + rows], weight, vocab_size),
-                                        flat_targets[s:s + rows])[0]
-                      for s in range(0, flat_x.size(0), rows)]
-            return torch.cat(losses).view(targets.shape)
+            for start in range(0, len(scored), rows):
+                at = scored[start:start + rows]
+                losses[at] = _softmax_and_loss(_chunk_logits(flat_x[at], weight, vocab_size),
+                                               flat_targets[at])[0]
+            return losses.view(targets.shape)
     need_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
     return _LinearCrossEntropy.apply(flat_x, weight, flat_targets, vocab_size, need_grad)

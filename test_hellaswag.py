@@ -2,7 +2,7 @@
 
 Examples are synthetic but written in exactly the official jsonl format (the real val file,
 10,042 examples, cannot be downloaded here). Models are small nn.Modules following the model
-interface `model(idx) -> (logits, loss)` with GPT-2's vocabulary size.
+interface (see LogitsModel) with GPT-2's vocabulary size.
 """
 import json
 import os
@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 import bpe
 import hellaswag
+from chunked_loss import IGNORE
 
 VOCAB = 50257  # GPT-2's; the tokenizer below emits ids up to 50256
 
@@ -65,9 +66,22 @@ def examples():
 
 
 # ----------------------------------------------------------------------------------------------
-# Models following the interface model(idx) -> (logits, loss)
+# Models following train_gpt2.GPT's interface
 
-class RiggedModel(nn.Module):
+class LogitsModel(nn.Module):
+    """model(idx) -> (logits, None); model(idx, targets, reduction="none") -> (None, each token's
+    cross-entropy, 0 where the target is IGNORE), from a subclass's logits(idx)."""
+
+    def forward(self, idx, targets=None, reduction="mean"):
+        logits = self.logits(idx)
+        if targets is None:
+            return logits, None
+        losses = F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=IGNORE,
+                                 reduction="none")
+        return None, losses if reduction == "none" else losses.sum() / (targets != IGNORE).sum()
+
+
+class RiggedModel(LogitsModel):
     """Puts a logit of +100 on the next token of any of `rows` (token lists) whose prefix the
     input matches; 0 elsewhere. Rows = context + the labelled ending -> it prefers the labelled
     ending; rows = context + each wrong ending -> it prefers the wrong ones."""
@@ -80,13 +94,13 @@ class RiggedModel(nn.Module):
                 self.next_tokens.setdefault(tuple(row[:t]), set()).add(row[t])
         self.dummy = nn.Parameter(torch.zeros(()))  # so .eval()/.train()/.to() behave like a model
 
-    def forward(self, idx, targets=None):
+    def logits(self, idx):
         logits = torch.zeros(idx.size(0), idx.size(1), VOCAB)
         for b, row in enumerate(idx.tolist()):
             for t in range(len(row)):
                 for nxt in self.next_tokens.get(tuple(row[:t + 1]), ()):
                     logits[b, t, nxt] = 100.0
-        return logits, None
+        return logits
 
 
 def rigged(examples, tok, for_label):
@@ -114,7 +128,7 @@ class FoldedTokenizer:
 SMALL_VOCAB = 1000
 
 
-class TinyCausalLM(nn.Module):
+class TinyCausalLM(LogitsModel):
     """A random one-block causal transformer: enough to make padding/batching bugs visible."""
 
     def __init__(self, d=32, block_size=None, seed=0, vocab=SMALL_VOCAB):
@@ -129,7 +143,7 @@ class TinyCausalLM(nn.Module):
         self.drop = nn.Dropout(0.5)  # must be off during evaluation (evaluate() calls .eval())
         self.seen_lengths = []
 
-    def forward(self, idx, targets=None):
+    def logits(self, idx):
         B, T = idx.shape
         self.seen_lengths.append(T)
         if self.config.block_size is not None:
@@ -139,7 +153,7 @@ class TinyCausalLM(nn.Module):
         att = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, T, -1)
         x = x + self.drop(self.proj(att))
         x = x + self.mlp(self.ln2(x))
-        return self.head(self.ln_f(x)), None
+        return self.head(self.ln_f(x))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -466,6 +480,23 @@ def test_real_gpt_batched_equals_one_at_a_time(examples, tok):
     assert sum(r[0].size(1) == 65 for r in rendered) >= 3  # some were truncated to the block size
     one = torch.cat([hellaswag.score_batch(model, [r], "cpu")[1] for r in rendered])
     torch.testing.assert_close(hellaswag.score_batch(model, rendered, "cpu")[1], one, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("amp_dtype", [None, torch.bfloat16])
+def test_real_gpt_scores_are_the_cross_entropy_of_its_logits(examples, tok, amp_dtype):
+    """Scoring goes through the model's chunked loss (only the ending tokens get logits); the
+    numbers are those of the full logits, with the same matmul precision under autocast (where a
+    matmul over other rows may round a bf16 logit differently: a looser 1e-5)."""
+    rtol = 1e-6 if amp_dtype is None else 1e-5
+    model = _tiny_gpt(seed=4)
+    rendered = [hellaswag.render_example(ex, tok, max_len=65) for ex in examples[:6]]
+    sum_loss, mean_loss = hellaswag.score_batch(model, rendered, "cpu", amp_dtype)
+    for b, (tokens, mask, _) in enumerate(rendered):
+        with torch.no_grad(), hellaswag.autocast_for("cpu", amp_dtype):
+            logits, _ = model(tokens[:, :-1])
+        losses = F.cross_entropy(logits.float().transpose(1, 2), tokens[:, 1:], reduction="none") * mask[:, 1:]
+        torch.testing.assert_close(sum_loss[b], losses.sum(1), rtol=rtol, atol=1e-5)
+        torch.testing.assert_close(mean_loss[b], losses.sum(1) / mask[:, 1:].sum(1), rtol=rtol, atol=1e-6)
 
 
 def test_autocast_follows_the_trainer(tmp_path, examples, monkeypatch):

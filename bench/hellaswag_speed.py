@@ -12,7 +12,7 @@ checks that before printing figures. The modes take turns, the order reversed ev
 round (ABBA), on the CPUs given by --cpus; CPU-seconds are printed beside wall time, and the
 load average before and after. --memory runs each batch size once more in a fresh process and
 prints its peak resident memory (a high-water mark per process, hence one process each): the
-(rows x length x 50,257) logits of a batch, not the model, are what grows.
+activations of a batch, and the (ending tokens x 50,257) logits, are what grows.
 """
 import argparse
 import os
