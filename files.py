@@ -1,10 +1,11 @@
 """How the scripts here touch the disk: all-or-nothing writes, JSON and checksums read with
-one-line errors, and the per-user cache folder.
+one-line errors, a folder's lock, and the per-user cache folder.
 
 Every file this project writes (shards, manifests, checkpoints, tokenizers, downloads) goes
 through atomic_write, so a crash or Ctrl-C never leaves a half-written file behind.
 """
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -57,6 +58,51 @@ def remove_temp_files(directory, name_pattern):
             if re.fullmatch(name_pattern, target):
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(os.path.join(directory, entry))
+
+
+def hold_lock(directory, name, in_use):
+    """Lock `directory` for this process with the file directory/name, which holds our pid; returns
+    the open file, to keep for as long as the folder is ours (closing it releases the lock).
+
+    Another process holding it is refused with UserError(`in_use` with "{pid}" made the holder's
+    pid). The OS drops the lock when its process ends, however it ends (even kill -9), so a lock
+    never goes stale. A POSIX record lock (lockf), not flock: worker processes forked by the holder
+    do not inherit it, so a killed holder's leftover workers cannot keep the folder locked (its one
+    catch: closing any other file open on the lock file drops it, so nothing else opens that file).
+    An OSError (no such folder, not writable) is the caller's to word."""
+    import fcntl  # here, not at the top: Windows has no fcntl, and every script imports this module
+    path = os.path.join(directory, name)
+    while True:
+        lock = open(path, "a+")
+        try:
+            fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB, 0, 0, os.SEEK_SET)  # the whole file
+        except OSError as e:
+            if e.errno not in (errno.EACCES, errno.EAGAIN):  # the two ways "held by another" is said
+                lock.close()
+                raise
+            lock.seek(0)
+            holder = lock.read().strip() or "?"  # "?": it has the lock but has not written its pid yet
+            lock.close()
+            raise UserError(in_use.replace("{pid}", holder)) from None
+        # The previous holder may have deleted the file (release_lock) after we opened it: we would
+        # hold a lock on a file no one else can open; so take the one now at `path` instead.
+        with contextlib.suppress(FileNotFoundError):
+            here, ours = os.stat(path), os.fstat(lock.fileno())
+            if (here.st_dev, here.st_ino) == (ours.st_dev, ours.st_ino):
+                break
+        lock.close()
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    return lock
+
+
+def release_lock(lock):
+    """Delete the file of a lock hold_lock took, then release it, leaving no trace in the folder."""
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(lock.name)
+    lock.close()
 
 
 def write_json(path, obj):

@@ -17,9 +17,10 @@ What it does, top to bottom in this file:
   4. Shards: the token stream of each split is cut into files of exactly --shard-tokens tokens
      (the last one shorter), `{split}_{index:06d}.npy`, written atomically, sha256 recorded.
   5. Resume: after every shard a small progress.json records where each split stands in the
-     document stream; a rerun after a crash re-reads the stream, skips what is on disk and
-     produces byte-identical shards. manifest.json is written last (the format: shard_format.py,
-     and README, "The shard format").
+     document stream, and a fingerprint of the source; a rerun after a crash checks the source
+     is unchanged, re-reads the stream, skips what is on disk and produces byte-identical shards.
+     manifest.json is written last (the format: shard_format.py, and README, "The shard format").
+     A lock file refuses a second build into the same folder while one runs.
 """
 import argparse
 import ast
@@ -50,6 +51,11 @@ DEFAULT_SHARD_TOKENS = 100_000_000   # 200 MB per uint16 shard: big files, yet m
 DEFAULT_VAL_FRACTION = 0.01          # 1% of 10B tokens = ~100M val tokens, as in build-nanogpt
 
 SOURCE_ALIASES = {"fineweb-edu": f"hf:{FINEWEB_REPO}:{FINEWEB_CONFIG}"}
+# Documents of Hub sources whose size is known, for the progress bar's total and ETA. sample-10BT:
+# 9,672,101 rows, as counted by a script that loaded it whole (the Hub's dataset viewer shows
+# ~9.67M rows; the dataset card states only "~10B GPT-2 tokens"). Approximate on purpose: should
+# the Hub's copy change, only the ETA is off, never the shards.
+HUB_DOCUMENTS = {f"{FINEWEB_REPO}:{FINEWEB_CONFIG}": 9_672_101}
 PYDOCS = "pydocs"
 # Which reader takes which local file type. A .txt file is ONE document (a book, an article);
 # reading it line by line would make every line a document with its own eot.
@@ -60,6 +66,10 @@ READ_BATCH = 256          # rows per batch pulled from a `datasets` stream
 # fineweb.py's own resume record, beside the shards; the shard format itself (file names,
 # manifest.json, dtypes, split rules) is shard_format.py's.
 PROGRESS = "progress.json"
+# Held (files.hold_lock) for a build's life, then deleted: its pid names the build that owns the folder.
+LOCK = "build.lock"
+# How much of each end of a local file its fingerprint hashes (see _file_fingerprint).
+FINGERPRINT_ENDS = 1 << 20
 # What a build writes through files.atomic_write, so what a killed build may leave temp files of.
 BUILD_FILES = f"{shard_format.SHARD_NAME_PATTERN}|{re.escape(shard_format.MANIFEST)}|{re.escape(PROGRESS)}"
 
@@ -68,12 +78,23 @@ BUILD_FILES = f"{shard_format.SHARD_NAME_PATTERN}|{re.escape(shard_format.MANIFE
 # 1. Sources: each is a name (recorded in the manifest) and an iterator of document strings.
 
 class Source:
-    def __init__(self, name, documents):
+    def __init__(self, name, documents, total=None, unit=None, fingerprint=None):
         self.name = name              # e.g. "HuggingFaceFW/fineweb-edu:sample-10BT" or a path
-        self._documents = documents   # zero-argument function returning an iterator of str
+        self._documents = documents   # function(this Source) returning an iterator of str
+        self.total = total            # the source's size in `unit` ("B" of files, " docs"), if known
+        self.unit = unit
+        self.done = 0                 # how much of `total` the reader has got through (it sets it)
+        self._fingerprint = fingerprint
 
     def documents(self):
-        return self._documents()
+        self.done = 0
+        return self._documents(self)
+
+    def fingerprint(self):
+        """What identifies the content, recorded in progress.json and compared when a build resumes.
+        Without a function for it, the name: a Hub dataset is its repo:config (streamed at the
+        Hub's current revision), pydocs is deterministic for the Python version its name holds."""
+        return self._fingerprint() if self._fingerprint else {"name": self.name}
 
 
 def pydocs_documents():
@@ -132,18 +153,22 @@ def _module_docstrings(module, path):
 
 def _local_files(spec):
     """The files a local source names (a file, a folder searched recursively, or a glob),
-    checked to exist, be readable and be of one supported type. Returns (format, paths)."""
+    checked to exist, be readable and be of one supported type. Returns (format, paths, the
+    files of a folder left out for their type)."""
+    skipped = []
     if any(ch in spec for ch in "*?["):
         paths = sorted(f for f in glob.glob(spec, recursive=True) if os.path.isfile(f))
     elif os.path.isdir(spec):
-        paths = sorted(os.path.join(d, f) for d, _, names in os.walk(spec) for f in names
-                       if os.path.splitext(f)[1].lower() in LOCAL_FORMATS)
+        found = sorted(os.path.join(d, f) for d, _, names in os.walk(spec) for f in names)
+        paths = [f for f in found if os.path.splitext(f)[1].lower() in LOCAL_FORMATS]
+        skipped = [f for f in found if os.path.splitext(f)[1].lower() not in LOCAL_FORMATS]
     elif os.path.exists(spec):
         paths = [spec]
     else:
         raise ValueError(f"source {spec!r}: no such file or folder (or use fineweb-edu, pydocs, hf:REPO[:CONFIG])")
     if not paths:
-        raise ValueError(f"source {spec!r} is empty: no {'/'.join(LOCAL_FORMATS)} files in it")
+        raise ValueError(f"source {spec!r} is empty: no {'/'.join(LOCAL_FORMATS)} files in it"
+                         + (f", only {_some_files(spec, skipped)}" if skipped else ""))
     formats = set()
     for path in paths:
         ext = os.path.splitext(path)[1].lower()
@@ -157,7 +182,45 @@ def _local_files(spec):
             raise ValueError(f"cannot read {path}: {e.strerror}") from None
     if len(formats) > 1:
         raise ValueError(f"source {spec!r} mixes file types ({', '.join(sorted(formats))}); give one type per run")
-    return formats.pop(), paths
+    return formats.pop(), paths, skipped
+
+
+def _some_files(folder, paths, shown=3):
+    """"2 files (a.md, b.csv)" or "7 files (a.md, b.csv, c.png and 4 more)", named within folder."""
+    names = ", ".join(os.path.relpath(p, folder) for p in paths[:shown])
+    more = f" and {len(paths) - shown} more" if len(paths) > shown else ""
+    return f"{len(paths)} file{'s' if len(paths) > 1 else ''} ({names}{more})"
+
+
+def _file_fingerprint(path):
+    """A local file's size, modification time and the sha256 of its first and last MB.
+
+    Size and time catch an edit made in place, anywhere in the file (rows appended, the file
+    rewritten); the hash catches another file copied in with the old one's times (cp -p,
+    rsync -t). Only the ends are hashed: a resumed build of a many-GB corpus then starts at once,
+    where hashing it whole would take minutes on every start."""
+    stat = os.stat(path)
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        digest.update(f.read(FINGERPRINT_ENDS))
+        if stat.st_size > FINGERPRINT_ENDS:
+            f.seek(max(FINGERPRINT_ENDS, stat.st_size - FINGERPRINT_ENDS))
+            digest.update(f.read(FINGERPRINT_ENDS))
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "ends_sha256": digest.hexdigest()}
+
+
+def _what_changed(old, new):
+    """The first difference between two source fingerprints, in words."""
+    old_files, new_files = old.get("files", {}), new.get("files", {})
+    for path in sorted(old_files.keys() | new_files.keys()):
+        if path not in new_files:
+            return f"{path} was removed from the source"
+        if path not in old_files:
+            return f"{path} was added to the source"
+        for key, what in (("size", "size"), ("mtime_ns", "modification time"), ("ends_sha256", "content")):
+            if old_files[path].get(key) != new_files[path].get(key):
+                return f"{path} changed (its {what})"
+    return f"the source changed (from {json.dumps(old)} to {json.dumps(new)})"
 
 
 class _NoTextColumn(ValueError):
@@ -169,17 +232,25 @@ class _NoTextColumn(ValueError):
         self.columns = columns
 
 
-def _local_documents(label, fmt, paths, text_column):
+def _local_documents(label, fmt, paths, text_column, source):
     """The documents of local files, file after file in sorted path order, read right here
     rather than through `datasets`: its import alone costs about a second, pulls in torch
-    when streaming, and its errors do not say which file and line is bad. Ours do."""
+    when streaming, and its errors do not say which file and line is bad. Ours do.
+    source.done follows the bytes read, all files together: each reader calls at(the bytes of
+    its file read so far)."""
     read = {"json": _json_documents, "parquet": _parquet_documents, "text": _text_documents}[fmt]
-    documents = 0
+    documents, before = 0, 0   # bytes of the files already read
+
+    def at(nbytes):   # a reader's bytes read in its file
+        source.done = before + nbytes
+
     try:
         for path in paths:
-            for text in read(path, text_column):
+            for text in read(path, text_column, at):
                 documents += 1
                 yield text
+            before += os.path.getsize(path)   # all of it, also when no row moved at() (an empty array)
+            source.done = before
     except _NoTextColumn as e:
         if documents or not e.columns:
             raise
@@ -187,12 +258,14 @@ def _local_documents(label, fmt, paths, text_column):
                          f"choose one with --text-column") from None
 
 
-def _text_documents(path, text_column):
+def _text_documents(path, text_column, at):
     """A .txt file is one document (text_column does not apply), its newlines made "\\n", as
     text mode reads them and `datasets` did: a corpus sharded before and after this reader was
     written gives the same bytes."""
     with open(path, "rb") as f:
-        text = _decode_utf8(f.read(), path)
+        data = f.read()
+    text = _decode_utf8(data, path)
+    at(len(data))
     yield text.replace("\r\n", "\n").replace("\r", "\n")
 
 
@@ -207,17 +280,21 @@ def _decode_utf8(data, path, line=1):
         raise ValueError(f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x} at column {column})") from None
 
 
-def _json_documents(path, text_column):
+def _json_documents(path, text_column, at):
     """The text of each row of a JSON-lines file (one object per line, blank lines skipped),
     or of a .json file that holds one JSON array: of row objects, or of strings (each string
-    a document), the two kinds of .json file that `datasets` reads as rows."""
+    a document), the two kinds of .json file that `datasets` reads as rows. A lone surrogate
+    escaped in JSON ("\\ud800") stays in the text; tokenizing makes it U+FFFD, as tiktoken does."""
     with open(path, "rb") as f:
         if path.lower().endswith(".json") and f.read(4096).removeprefix(b"\xef\xbb\xbf").lstrip().startswith(b"["):
             f.seek(0)
-            yield from _json_array_documents(path, f.read(), text_column)
+            yield from _json_array_documents(path, f.read(), text_column, at)
             return
         f.seek(0)
+        done = 0
         for number, raw in enumerate(f, 1):
+            done += len(raw)
+            at(done)
             line = _decode_utf8(raw, path, number)
             if number == 1:
                 line = line.removeprefix("\ufeff")   # a byte-order mark is not part of the row
@@ -232,15 +309,17 @@ def _json_documents(path, text_column):
             yield _row_text(row, text_column, f"{path}:{number}")
 
 
-def _json_array_documents(path, data, text_column):
+def _json_array_documents(path, data, text_column, at):
     """The documents of a .json file holding one array (data: the whole file, read at once, as
-    `datasets` reads it too: a JSON document cannot be parsed in pieces)."""
+    `datasets` reads it too: a JSON document cannot be parsed in pieces); at() moves through
+    the file's bytes in step with its items."""
     text = _decode_utf8(data, path).removeprefix("\ufeff")
     try:
         rows = json.loads(text)
     except ValueError as e:
         raise ValueError(f"{path}:{e.lineno}: not valid JSON: {e.msg.removesuffix(' at')} at column {e.colno}") from None
     for number, row in enumerate(rows, 1):
+        at(len(data) * number // len(rows))
         yield row if isinstance(row, str) else _row_text(row, text_column, f"{path}: item {number}")
 
 
@@ -261,8 +340,9 @@ def _row_text(row, text_column, where):
     return text
 
 
-def _parquet_documents(path, text_column):
-    """The text column of a .parquet file, batch by batch (only that column is read)."""
+def _parquet_documents(path, text_column, at):
+    """The text column of a .parquet file, batch by batch (only that column is read); at()
+    moves through the file's bytes in step with its rows."""
     import pyarrow as pa   # imported here: only parquet sources need pyarrow
     import pyarrow.parquet as pq
 
@@ -281,6 +361,7 @@ def _parquet_documents(path, text_column):
     if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
         raise ValueError(f"{path}: column {text_column!r} holds {kind}, not text")
     batches, row = parquet.iter_batches(columns=[text_column]), 0
+    size, rows = os.path.getsize(path), max(parquet.metadata.num_rows, 1)
     while True:
         try:
             batch = next(batches, None)   # reading a batch is what finds a damaged page
@@ -288,6 +369,7 @@ def _parquet_documents(path, text_column):
             raise unreadable(e) from None
         if batch is None:
             return
+        at(size * (row + batch.num_rows) // rows)
         for text in batch.column(0).to_pylist():
             row += 1
             if text is None:
@@ -295,9 +377,9 @@ def _parquet_documents(path, text_column):
             yield text
 
 
-def _dataset_documents(label, text_column, load_args, load_kwargs):
+def _dataset_documents(label, text_column, load_args, load_kwargs, source):
     """Documents of a Hugging Face Hub dataset, streamed by `datasets` (the 20 GB default never
-    sits on disk)."""
+    sits on disk). source.done follows the rows read."""
     import datasets  # imported here: about a second, and only Hub sources need it
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity(datasets.logging.CRITICAL)   # we report its errors, in one line
@@ -324,6 +406,7 @@ def _dataset_documents(label, text_column, load_args, load_kwargs):
                 raise ValueError(f"{label}: row {row + 1}: column {text_column!r} holds "
                                  f"{type(text).__name__}, not text")
             row += 1
+            source.done = row
             yield text
 
 
@@ -337,15 +420,21 @@ def open_source(spec, text_column="text"):
     """Resolve a --source spec to a Source; local files are checked here, before any work."""
     spec = SOURCE_ALIASES.get(spec, spec)
     if spec == PYDOCS:
-        return Source(f"pydocs:python-{sys.version.split()[0]}", pydocs_documents)
+        return Source(f"pydocs:python-{sys.version.split()[0]}", lambda source: pydocs_documents())
     if spec.startswith("hf:"):
         repo, _, config = spec[3:].partition(":")
         kwargs = {"name": config} if config else {}
         name = f"{repo}:{config}" if config else repo
-        return Source(name, lambda: _dataset_documents(name, text_column, (repo,), kwargs))
-    fmt, paths = _local_files(spec)
+        return Source(name, lambda source: _dataset_documents(name, text_column, (repo,), kwargs, source),
+                      HUB_DOCUMENTS.get(name), " docs")
+    fmt, paths, skipped = _local_files(spec)
+    if skipped:   # said, not silent: a folder of .jsonl.gz files would otherwise lose them unnoticed
+        print(f"fineweb.py: note: skipping {_some_files(spec, skipped)} in {spec}: not {'/'.join(LOCAL_FORMATS)}",
+              file=sys.stderr)
     name = os.path.abspath(spec)
-    return Source(name, lambda: _local_documents(name, fmt, paths, text_column))
+    return Source(name, lambda source: _local_documents(name, fmt, paths, text_column, source),
+                  sum(os.path.getsize(p) for p in paths), "B",
+                  lambda: {"files": {os.path.abspath(p): _file_fingerprint(p) for p in paths}})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -505,9 +594,10 @@ class _SplitWriter:
 # ----------------------------------------------------------------------------------------------
 # 5. The pipeline: stream -> tasks -> workers (in order) -> split writers -> manifest.
 
-def _load_previous(out_dir, config):
+def _load_previous(out_dir, config, fingerprint):
     """The saved state of an earlier run with the same config (None if none); an error if the
-    folder holds a build of something else. Returns (state, complete)."""
+    folder holds a build of something else, or an unfinished one of a source that has changed
+    since (`fingerprint`: the source's now; None: not known). Returns (state, complete)."""
     progress_path, manifest_path = os.path.join(out_dir, PROGRESS), os.path.join(out_dir, shard_format.MANIFEST)
     previous = None
     if os.path.exists(progress_path):
@@ -527,6 +617,10 @@ def _load_previous(out_dir, config):
     complete = os.path.exists(manifest_path)
     if previous is None or complete:
         return None, complete
+    old = previous.get("source_fingerprint")   # absent: saved before fingerprints were, or not known
+    if old is not None and fingerprint is not None and old != fingerprint:
+        raise ValueError(f"{_what_changed(old, fingerprint)} since the build in {out_dir} began, so resuming "
+                         f"would mix old and new text; to start over, delete {out_dir} or pass another --out")
     # The shards we keep must be exactly the ones recorded: their checksums go in the manifest.
     for split in shard_format.SPLITS:
         for shard in previous["splits"][split]["shards"]:
@@ -546,6 +640,14 @@ def _read_build_json(path, out_dir):
     return files.read_json(path, advice=f"delete {out_dir} and start again")
 
 
+def _write_build_json(path, obj):
+    """progress.json or manifest.json, atomically; a failure (a full disk) names the file."""
+    try:
+        files.write_json(path, obj)
+    except OSError as e:
+        raise OSError(e.errno, f"cannot write {path}: {os.strerror(e.errno) if e.errno else one_line(e)}") from None
+
+
 class _StopBuild(Exception):
     """Raised to stop a build after `stop_after_shards` shards (a crash, for tests)."""
 
@@ -556,7 +658,8 @@ def build_shards(out_dir, labeled_documents, tokenizer="gpt2", source="custom", 
 
     labeled_documents must yield the same sequence on every run (that is what makes resuming
     exact); split_rule is a string describing how it was split, recorded in the manifest and
-    checked when the folder is built again.
+    checked when the folder is built again. source: the documents' name, or the Source they
+    come from, which adds its total to the progress line and its fingerprint to resume checks.
     stop_after_shards: stop (without a manifest, like a crash) once that many shards were
     written in this call; for tests of resuming. Returns the manifest dict."""
     if isinstance(tokenizer, str):
@@ -567,7 +670,8 @@ def build_shards(out_dir, labeled_documents, tokenizer="gpt2", source="custom", 
     if shard_tokens < 1:
         raise ValueError(f"shard_tokens must be positive, got {shard_tokens}")
     dtype = shard_format.dtype_for(tokenizer.vocab_size)
-    config = {"format": shard_format.FORMAT, "version": shard_format.VERSION, "source": source,
+    name = source.name if isinstance(source, Source) else source
+    config = {"format": shard_format.FORMAT, "version": shard_format.VERSION, "source": name,
               "tokenizer": {"spec": tokenizer.spec, "identity": tokenizer.identity,
                             "vocab_size": tokenizer.vocab_size, "eot_id": tokenizer.eot_id},
               "dtype": np.dtype(dtype).name, "shard_tokens": shard_tokens, "split_rule": split_rule}
@@ -575,9 +679,31 @@ def build_shards(out_dir, labeled_documents, tokenizer="gpt2", source="custom", 
         os.makedirs(out_dir, exist_ok=True)
     except OSError as e:
         raise OSError(e.errno, f"cannot create {out_dir}: {e.strerror}") from None
+    # Two builds into one folder would delete each other's temp files and overwrite each other's
+    # progress.json: the second is refused.
+    try:
+        lock = files.hold_lock(out_dir, LOCK, f"{out_dir} is in use by another build (pid {{pid}}); "
+                                              "wait for it to end, or pass another --out")
+    except OSError as e:
+        raise OSError(e.errno, f"cannot write in {out_dir}: {e.strerror}") from None
+    try:
+        return _build_locked(out_dir, labeled_documents, tokenizer, source, config, dtype, shard_tokens,
+                             workers, progress, stop_after_shards)
+    finally:
+        files.release_lock(lock)
+
+
+def _build_locked(out_dir, labeled_documents, tokenizer, source, config, dtype, shard_tokens, workers, progress,
+                  stop_after_shards):
+    """build_shards' work, once out_dir is this process's."""
+    name, split_rule = config["source"], config["split_rule"]
     files.remove_temp_files(out_dir, BUILD_FILES)   # a killed run's, e.g. ".train_000003.npy.x8f2.tmp"
-    previous, complete = _load_previous(out_dir, config)
     manifest_path = os.path.join(out_dir, shard_format.MANIFEST)
+    # Only a build still to do needs the source's fingerprint (it reads a little of every file).
+    fingerprint = None
+    if isinstance(source, Source) and not os.path.exists(manifest_path):
+        fingerprint = source.fingerprint()
+    previous, complete = _load_previous(out_dir, config, fingerprint)
     if complete:
         if progress:
             print(f"{manifest_path} exists: this build is complete, nothing to do", file=sys.stderr)
@@ -587,8 +713,10 @@ def build_shards(out_dir, labeled_documents, tokenizer="gpt2", source="custom", 
 
     def shard_done():
         nonlocal written
-        files.write_json(os.path.join(out_dir, PROGRESS),
-                         {"config": config, "splits": {s: w.state() for s, w in writers.items()}})
+        state = {"config": config, "splits": {s: w.state() for s, w in writers.items()}}
+        if fingerprint is not None:
+            state["source_fingerprint"] = fingerprint
+        _write_build_json(os.path.join(out_dir, PROGRESS), state)
         written += 1
         if stop_after_shards is not None and written >= stop_after_shards:
             raise _StopBuild
@@ -597,6 +725,7 @@ def build_shards(out_dir, labeled_documents, tokenizer="gpt2", source="custom", 
                for s in shard_format.SPLITS}
     # Fixed at start: which stream positions are already on disk, split by split.
     resume = {s: tuple(w.resume) for s, w in writers.items()}
+    skip_until = max(doc for doc, _ in resume.values())   # the stream's documents a resumed run passes over
 
     stream_end = 0   # how many documents the stream held, once tasks() has read it all
 
@@ -606,6 +735,8 @@ def build_shards(out_dir, labeled_documents, tokenizer="gpt2", source="custom", 
         meta, texts, chars = [], [], 0
         for index, (split, text) in enumerate(labeled_documents):
             stream_end = index + 1
+            if index < skip_until:
+                bar.skipping(index + 1, skip_until)
             doc, offset = resume[split]
             if index < doc:
                 continue                  # wholly inside shards on disk: not even tokenized
@@ -618,7 +749,7 @@ def build_shards(out_dir, labeled_documents, tokenizer="gpt2", source="custom", 
         if texts:
             yield np.array(meta, dtype=np.int64), texts, dtype
 
-    bar = _ProgressBar(progress)
+    bar = _ProgressBar(progress, source if isinstance(source, Source) else None)
     results = _run_tasks(tasks(), tokenizer, workers)
     try:
         for meta, tokens, lengths, nbytes in results:
@@ -638,10 +769,10 @@ def build_shards(out_dir, labeled_documents, tokenizer="gpt2", source="custom", 
         results.close()   # stops the worker pool now, also on errors
         bar.close()
     if sum(w.documents for w in writers.values()) == 0 or sum(w.bytes for w in writers.values()) == 0:
-        raise ValueError(f"source {source} is empty: it holds no text")
+        raise ValueError(f"source {name} is empty: it holds no text")
     for split, w in writers.items():
         if w.documents == 0:
-            raise ValueError(f"the {split} split got no documents from {source} "
+            raise ValueError(f"the {split} split got no documents from {name} "
                              f"({split_rule}); use a larger corpus or another --val-fraction")
     for w in writers.values():
         w.finish(stream_end)
@@ -649,7 +780,7 @@ def build_shards(out_dir, labeled_documents, tokenizer="gpt2", source="custom", 
     shard_done()   # the final state, with the last (short) shards
     manifest = dict(config)   # split_rule too: a rerun with another val rule is refused, progress.json or not
     manifest["splits"] = {s: w.summary() for s, w in writers.items()}
-    files.write_json(manifest_path, manifest)   # last: its presence means every shard is complete
+    _write_build_json(manifest_path, manifest)   # last: its presence means every shard is complete
     return manifest
 
 
@@ -674,21 +805,57 @@ def _run_tasks(tasks, tokenizer, workers):
 
 
 class _ProgressBar:
-    """tqdm bar counting tokens (it shows tokens/s), with docs/s beside it."""
+    """The tqdm progress line. For a source of known size (local files: bytes; FineWeb-Edu:
+    documents) it goes through that total and shows an ETA; otherwise it counts tokens. Rates
+    of documents (and tokens) ride beside it."""
 
-    def __init__(self, enabled):
-        self.bar = None
+    def __init__(self, enabled, source=None):
+        self.bar, self.source = None, source if source is not None and source.total else None
+        self.docs, self.tokens, self.start, self.shown = 0, 0, time.perf_counter(), 0.0
         if enabled:
             from tqdm import tqdm
-            self.bar = tqdm(unit="tok", unit_scale=True, desc="tokenizing", dynamic_ncols=True)
-        self.docs, self.start = 0, time.perf_counter()
+            self.sizeof = tqdm.format_sizeof
+            if self.source:
+                line = ("{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt}{unit} "
+                        "[{elapsed}, ETA {remaining}, {rate_fmt}{postfix}]")
+                self.bar = tqdm(total=self.source.total, unit=self.source.unit, unit_scale=True, desc="tokenizing",
+                                dynamic_ncols=True, bar_format=line)
+            else:
+                self.bar = tqdm(unit="tok", unit_scale=True, desc="tokenizing", dynamic_ncols=True)
+
+    def _follow_source(self):
+        done = self.source.done
+        if done > self.bar.total:   # more than a Hub dataset's documented count: the total was approximate
+            self.bar.total = done
+        self.bar.update(done - self.bar.n)
+
+    def skipping(self, passed, total):
+        """A resumed build reads past the documents already in shards (minutes, for 10B tokens):
+        show how far, twice a second at most, and always the last one."""
+        if self.bar is None or (passed < total and time.perf_counter() - self.shown < 0.5):
+            return
+        self.shown = time.perf_counter()
+        self.bar.set_description_str(f"skipping finished work: {passed:,} of {total:,} documents", refresh=False)
+        if self.source:
+            self._follow_source()
+        self.bar.refresh()
+        if passed == total:
+            self.bar.set_description_str("tokenizing", refresh=False)
+            self.start = time.perf_counter()   # the rates are of tokenizing, not of skipping
 
     def update(self, docs, tokens):
         self.docs += docs
-        if self.bar is not None:
+        self.tokens += tokens
+        if self.bar is None:
+            return
+        seconds = max(time.perf_counter() - self.start, 1e-9)
+        rates = f"{self.docs / seconds:,.0f} docs/s"
+        if self.source:
+            self._follow_source()
+            rates = f"{self.sizeof(self.tokens / seconds)} tok/s, {rates}"
+        else:
             self.bar.update(tokens)
-            self.bar.set_postfix_str(f"{self.docs / max(time.perf_counter() - self.start, 1e-9):,.0f} docs/s",
-                                     refresh=False)
+        self.bar.set_postfix_str(rates, refresh=False)
 
     def close(self):
         if self.bar is not None:
@@ -716,9 +883,9 @@ def build_from_source(out_dir, source="fineweb-edu", tokenizer="gpt2", text_colu
         if not texts or not texts[0]:
             raise ValueError(f"source {src.name} is empty: it holds no text")
         train, val = split_by_bytes(texts[0], val_fraction)
-        return build_shards(out_dir, split_given([train], [val]), tokenizer, src.name,
+        return build_shards(out_dir, split_given([train], [val]), tokenizer, src,
                             split_rule=shard_format.split_rule_by_tail(val_fraction), **kwargs)
-    return build_shards(out_dir, split_by_hash(src.documents(), val_fraction), tokenizer, src.name,
+    return build_shards(out_dir, split_by_hash(src.documents(), val_fraction), tokenizer, src,
                         split_rule=shard_format.split_rule_by_hash(val_fraction), **kwargs)
 
 
@@ -768,8 +935,10 @@ def main(argv=None):
         manifest = build_from_source(out, args.source, args.tokenizer, args.text_column, args.val_fraction,
                                      args.val_from, shard_tokens=args.shard_tokens, workers=args.workers,
                                      progress=not args.quiet)
-    except (ValueError, OSError) as e:
+    except ValueError as e:
         raise fail("fineweb.py", e) from None
+    except OSError as e:   # ours name their file in the message, the OS's own in e.filename ("[Errno 28]" is noise)
+        raise fail("fineweb.py", e.strerror if e.strerror and e.filename is None else e) from None
     except KeyboardInterrupt:
         raise SystemExit("fineweb.py: interrupted; run the same command again to continue") from None
     for split in shard_format.SPLITS:

@@ -1,6 +1,7 @@
 """Tests for fineweb.py: local corpora (jsonl, parquet, txt) -> shards -> tokens back -> the
 original documents, in order; exact shard boundaries; disjoint splits; byte-identical resume;
 manifest counts and checksums; clear errors with nothing half-written."""
+import contextlib
 import errno
 import hashlib
 import json
@@ -173,6 +174,7 @@ def test_default_source_streams_fineweb_edu(tmp_path, docs, monkeypatch):
     src = fineweb.open_source("fineweb-edu")
     assert src.name == "HuggingFaceFW/fineweb-edu:sample-10BT"
     assert list(src.documents()) == docs
+    assert (src.done, src.total, src.unit) == (len(docs), 9_672_101, " docs")   # the progress line's total and count
     assert calls == [(("HuggingFaceFW/fineweb-edu",), {"split": "train", "streaming": True, "name": "sample-10BT"})]
     assert fineweb.default_out_dir("fineweb-edu") == os.path.join("data", "fineweb-edu")
 
@@ -272,7 +274,7 @@ def test_val_from_tail_reads_no_more_than_two_documents(tmp_path, monkeypatch):
         yield "two"
         raise AssertionError("read past the second document")
 
-    monkeypatch.setattr(fineweb, "open_source", lambda spec, column: fineweb.Source("big", documents))
+    monkeypatch.setattr(fineweb, "open_source", lambda spec, column: fineweb.Source("big", lambda source: documents()))
     msg = cli_error(["--source", "big", "--val-from", "tail"], tmp_path / "out")
     assert "exactly one document" in msg and "big has more than one document" in msg
 
@@ -316,7 +318,9 @@ def test_local_files_give_the_documents_datasets_gave(tmp_path):
         path = str(tmp_path / name)
         theirs = [row["text"] for row in datasets.load_dataset(loader, data_files=[path], split="train",
                                                                 streaming=True, **kwargs)]
-        assert list(fineweb.open_source(path).documents()) == theirs, name
+        src = fineweb.open_source(path)
+        assert list(src.documents()) == theirs, name
+        assert src.done == src.total == os.path.getsize(path), name   # the progress line's bytes read, at the end
         assert theirs in (texts, ["\ufeffa\nb\nc\n\nüber\n"])   # (and they are what was written)
 
 
@@ -551,6 +555,124 @@ def test_ctrl_c_with_workers_prints_one_line(tmp_path, docs):
         check_build(out, json.load(f), expected_split(docs * 4), shard_tokens=400)
 
 
+def hold_build_lock(out):
+    """Another process holding out's lock, as a running build does: (that process, pid in its lock file)."""
+    code = ("import files, sys; lock = files.hold_lock(sys.argv[1], 'build.lock', 'held'); print('held', flush=True); "
+            "sys.stdin.read()")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(out)], cwd=HERE, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == "held\n"
+    return holder
+
+
+def test_a_second_build_into_the_same_out_is_refused_until_the_first_ends(tmp_path, reference_build):
+    src, reference = reference_build
+    out = tmp_path / "out"
+    fineweb.build_from_source(str(out), src, stop_after_shards=4, **KW)   # a build under way ...
+    holder = hold_build_lock(out)                                         # ... and still running
+    before = dir_bytes(str(out))
+    assert before["build.lock"] == f"{holder.pid}\n".encode()
+    args = ["--source", src, "--shard-tokens", str(SHARD), "--val-fraction", str(VAL_FRACTION)]
+    msg = cli_error(args, out)
+    assert msg == (f"fineweb.py: error: {out} is in use by another build (pid {holder.pid}); wait for it to end, "
+                   f"or pass another --out")
+    assert dir_bytes(str(out)) == before   # nothing written, nothing removed
+    holder.stdin.close()   # the holder ends (killed or not, the OS releases its lock) ...
+    holder.wait(timeout=60)
+    fineweb.main(args + ["--out", str(out), "--quiet", "--workers", "0"])   # ... and the build goes on
+    assert dir_bytes(str(out)) == reference   # the lock file went with it
+
+
+def test_a_running_build_keeps_a_second_one_out(tmp_path, reference_build, monkeypatch):
+    """Mid-write of a shard (its temp file on disk), a second build into the same folder is
+    refused: it would delete that temp file and write progress.json too. The first finishes."""
+    src, reference = reference_build
+    out = str(tmp_path / "out")
+    real_save, second = np.save, []
+
+    def save_and_start_another_build(f, arr, **kw):
+        if not second:
+            assert [n for n in os.listdir(out) if n.endswith(".tmp")]   # this shard's temp file
+            second.append(subprocess.run([sys.executable, "fineweb.py", "--source", src, "--out", out, "--quiet",
+                                          "--workers", "0"], cwd=HERE, capture_output=True, text=True, timeout=120))
+        return real_save(f, arr, **kw)
+
+    monkeypatch.setattr(np, "save", save_and_start_another_build)
+    fineweb.build_from_source(out, src, **KW)
+    assert second[0].returncode == 1
+    assert second[0].stderr == (f"fineweb.py: error: {out} is in use by another build (pid {os.getpid()}); "
+                                f"wait for it to end, or pass another --out\n")
+    assert dir_bytes(out) == reference
+
+
+def test_the_lock_helper_refuses_a_held_folder_and_leaves_none_behind(tmp_path):
+    holder = hold_build_lock(tmp_path)
+    with pytest.raises(files.UserError, match=f"^busy: pid {holder.pid}$"):
+        files.hold_lock(str(tmp_path), "build.lock", "busy: pid {pid}")
+    holder.kill()   # kill -9: no chance to clean up, yet the lock is free
+    holder.wait(timeout=60)
+    lock = files.hold_lock(str(tmp_path), "build.lock", "busy: pid {pid}")
+    assert (tmp_path / "build.lock").read_text() == f"{os.getpid()}\n"
+    files.release_lock(lock)
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("change", ["appended", "same size and time", "touched", "file added"])
+def test_resume_refuses_a_changed_source(tmp_path, docs, change):
+    """A resumed build checks that its source is what it began with: a changed one would leave
+    shards of the old text followed by shards of the new, matching neither."""
+    folder = tmp_path / "src"
+    folder.mkdir()
+    path = write_jsonl(folder / "c.jsonl", docs)
+    out = tmp_path / "out"
+    fineweb.build_from_source(str(out), str(folder), stop_after_shards=4, **KW)
+    with open(out / "progress.json") as f:
+        assert list(json.load(f)["source_fingerprint"]["files"]) == [path]
+    stat, data = os.stat(path), (folder / "c.jsonl").read_bytes()
+    if change == "appended":
+        (folder / "c.jsonl").write_bytes(data + b'{"text": "one more"}\n')
+        what = f"{path} changed (its size)"
+    elif change == "same size and time":   # another file copied in with the old one's times (cp -p)
+        middle = len(data) // 2
+        (folder / "c.jsonl").write_bytes(data[:middle] + data[middle:].replace(b"the", b"THE", 1))
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        what = f"{path} changed (its content)"
+    elif change == "touched":
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+        what = f"{path} changed (its modification time)"
+    else:
+        write_jsonl(folder / "d.jsonl", ["new text"])
+        what = f"{folder / 'd.jsonl'} was added to the source"
+    before = dir_bytes(str(out))
+    msg = cli_error(["--source", str(folder), "--shard-tokens", str(SHARD), "--val-fraction", str(VAL_FRACTION)], out)
+    assert msg == (f"fineweb.py: error: {what} since the build in {out} began, so resuming would mix old and new "
+                   f"text; to start over, delete {out} or pass another --out")
+    assert dir_bytes(str(out)) == before   # nothing written (twice or at all)
+
+
+def test_progress_line_shows_the_total_an_eta_and_skipping(tmp_path, reference_build, capsys):
+    from tqdm import tqdm
+    src, reference = reference_build
+    out = str(tmp_path / "out")
+    kw = dict(val_fraction=VAL_FRACTION, shard_tokens=SHARD, workers=0)
+    fineweb.build_from_source(out, src, progress=True, **kw)
+    err = capsys.readouterr().err
+    total = tqdm.format_sizeof(os.path.getsize(src))   # local files: bytes read of all their bytes
+    assert "tokenizing: 100%" in err and f"| {total}/{total}B [" in err, err[-300:]
+    assert re.search(r"\[\d\d:\d\d, ETA \d\d:\d\d, ", err), err[-300:]
+    assert "skipping finished work" not in err
+    # Resumed, it first reads past the finished documents: that is shown too, not a still line.
+    out2 = str(tmp_path / "out2")
+    fineweb.build_from_source(out2, src, progress=False, stop_after_shards=9, **kw)
+    with open(os.path.join(out2, "progress.json")) as f:
+        skipped = max(s["resume"][0] for s in json.load(f)["splits"].values())
+    assert skipped > 0
+    fineweb.build_from_source(out2, src, progress=True, **kw)
+    err = capsys.readouterr().err
+    assert f"skipping finished work: {skipped:,} of {skipped:,} documents" in err
+    assert dir_bytes(out2) == reference
+
+
 def test_finished_build_is_not_redone_and_other_config_is_refused(tmp_path, reference_build):
     src, reference = reference_build
     out = str(tmp_path / "out")
@@ -720,6 +842,67 @@ def test_disk_full_leaves_no_partial_shard(tmp_path, docs, monkeypatch):
                   "--out", str(out), "--quiet", "--workers", "0"])
     with open(out / "manifest.json") as f:
         check_build(str(out), json.load(f), expected_split(docs))
+
+
+def test_disk_full_at_progress_json_names_it(tmp_path, reference_build, monkeypatch):
+    src, reference = reference_build
+    out = tmp_path / "out"
+    real, saves = files.atomic_write, []
+
+    @contextlib.contextmanager
+    def disk_full_at_second_progress(path, mode="wb"):
+        with real(path, mode) as f:
+            if os.path.basename(path) == "progress.json":
+                saves.append(path)
+                if len(saves) == 2:
+                    f.write('{"config": ')   # part of it reaches the temp file, then the disk is full
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            yield f
+
+    monkeypatch.setattr(files, "atomic_write", disk_full_at_second_progress)
+    args = ["--source", src, "--shard-tokens", str(SHARD), "--val-fraction", str(VAL_FRACTION), "--out", str(out),
+            "--quiet", "--workers", "0"]
+    with pytest.raises(SystemExit) as e:
+        fineweb.main(args)
+    assert e.value.code == f"fineweb.py: error: cannot write {out / 'progress.json'}: No space left on device"
+    assert not [n for n in os.listdir(out) if n.endswith(".tmp") or n == "build.lock"]
+    monkeypatch.setattr(files, "atomic_write", real)   # space freed: the same command finishes the job
+    fineweb.main(args)
+    assert dir_bytes(str(out)) == reference
+
+
+def test_a_folder_says_which_files_it_skips(tmp_path, docs, capsys):
+    folder = tmp_path / "src"
+    (folder / "sub").mkdir(parents=True)
+    write_jsonl(folder / "a.jsonl", docs)
+    for name in ["notes.md", "b.jsonl.gz", "sub/c.csv", "sub/README"]:
+        (folder / name).write_text("x")
+    fineweb.open_source(str(folder))
+    assert capsys.readouterr().err == (f"fineweb.py: note: skipping 4 files (b.jsonl.gz, notes.md, sub/README "
+                                       f"and 1 more) in {folder}: not .jsonl/.json/.parquet/.txt\n")
+    (tmp_path / "none").mkdir()
+    (tmp_path / "none" / "notes.md").write_text("x")
+    assert cli_error(["--source", str(tmp_path / "none")], tmp_path / "o1").endswith(
+        "none' is empty: no .jsonl/.json/.parquet/.txt files in it, only 1 file (notes.md)")
+
+
+def test_a_lone_surrogate_becomes_u_fffd_as_in_tiktoken(tmp_path, docs):
+    """JSON can escape half a UTF-16 pair ("\\ud800"), which is no Unicode text: like tiktoken's
+    encode() (and bpe.py), the build makes it U+FFFD; a pair escaped whole is its character."""
+    lines = [json.dumps({"text": d}) for d in docs[:30]]
+    lines[5] = '{"text": "lone \\ud800 half, then a pair \\ud83d\\ude00"}'
+    (tmp_path / "s.jsonl").write_text("\n".join(lines) + "\n")
+    out = str(tmp_path / "out")
+    m = fineweb.build_from_source(out, str(tmp_path / "s.jsonl"), **KW)
+    fixed = "lone \ufffd half, then a pair 😀"
+    assert ENC.encode("lone \ud800 half, then a pair \ud83d\ude00") == ENC.encode(fixed)
+    got = documents_from_tokens(read_tokens(out, m, "val")) + documents_from_tokens(read_tokens(out, m, "train"))
+    assert sorted(got) == sorted(docs[:5] + [fixed] + docs[6:30])
+    assert sum(m["splits"][s]["bytes"] for s in ("val", "train")) == sum(len(d.encode()) for d in got)
+    # In a UTF-8 file the same half pair is bytes no UTF-8 text holds: an error naming file and line.
+    (tmp_path / "s.txt").write_bytes(b"fine\n\xed\xa0\x80\n")
+    assert cli_error(["--source", str(tmp_path / "s.txt")], tmp_path / "o1").endswith(
+        "s.txt:2: not UTF-8 text (byte 0xed at column 1)")
 
 
 def test_bad_flags(tmp_path, docs):
