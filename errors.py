@@ -16,6 +16,12 @@ def one_line(error, limit=300):
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+def json_error(e):
+    """A json.JSONDecodeError as "MESSAGE at column N": some of its messages end in a dangling
+    " at" ("Unterminated string starting at"), which would read "at at column"."""
+    return f"{e.msg.removesuffix(' at')} at column {e.colno}"
+
+
 def fail(script, error):
     """The SystemExit that ends `script` with its one-line error message (raise it `from None`)."""
     return SystemExit(f"{script}: error: {one_line(error, limit=2000)}")

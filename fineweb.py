@@ -42,7 +42,7 @@ import numpy as np
 import bpe
 import files
 import shard_format
-from errors import fail, one_line
+from errors import fail, json_error, one_line
 
 # Defaults of the 124M reproduction (Karpathy's build-nanogpt uses the same dataset and shard size).
 FINEWEB_REPO = "HuggingFaceFW/fineweb-edu"
@@ -304,8 +304,7 @@ def _json_documents(path, text_column, at):
                 row = json.loads(line.rstrip("\r\n"))   # its line break would read as part of a broken string
             except ValueError as e:   # e.msg reads "Expecting ',' delimiter", "Invalid control character at"
                 hint = "; a .json file holds JSON lines or one JSON array" if path.lower().endswith(".json") else ""
-                raise ValueError(f"{path}:{number}: not valid JSON: {e.msg.removesuffix(' at')} at column "
-                                 f"{e.colno}{hint}") from None
+                raise ValueError(f"{path}:{number}: not valid JSON: {json_error(e)}{hint}") from None
             yield _row_text(row, text_column, f"{path}:{number}")
 
 
@@ -317,7 +316,7 @@ def _json_array_documents(path, data, text_column, at):
     try:
         rows = json.loads(text)
     except ValueError as e:
-        raise ValueError(f"{path}:{e.lineno}: not valid JSON: {e.msg.removesuffix(' at')} at column {e.colno}") from None
+        raise ValueError(f"{path}:{e.lineno}: not valid JSON: {json_error(e)}") from None
     for number, row in enumerate(rows, 1):
         at(len(data) * number // len(rows))
         yield row if isinstance(row, str) else _row_text(row, text_column, f"{path}: item {number}")

@@ -33,7 +33,7 @@ import torch.distributed as dist
 
 import files
 from chunked_loss import IGNORE
-from errors import UserError, fail
+from errors import UserError, fail, json_error
 
 
 # ----------------------------------------------------------------------------------------------
@@ -119,7 +119,7 @@ def load_examples(path):
             try:
                 example = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
+                raise ValueError(f"{where}: malformed JSON ({json_error(e)})") from None
             examples.append(validate_example(example, where))
     if not examples:
         raise ValueError(f"{path}: no examples")
@@ -146,7 +146,7 @@ def render_example(example, tokenizer, max_len=None):
     if max_len is not None:
         longest_ending = max(len(t) for t in end_tokens)
         if longest_ending + 1 > max_len:  # at least one context token must predict the ending's first
-            raise ValueError(f"example ind={example.get('ind', '?')}: an ending of {longest_ending} tokens "
+            raise UserError(f"example ind={example.get('ind', '?')}: an ending of {longest_ending} tokens "
                              f"does not fit the model's context of {max_len - 1} tokens")
         ctx_tokens = ctx_tokens[max(0, len(ctx_tokens) + longest_ending - max_len):]
     length = len(ctx_tokens) + max(len(t) for t in end_tokens)
@@ -337,6 +337,7 @@ def main(argv=None):
         # the model, its tokenizer (checked to fit it) and an existing device, or a one-line error
         model, tokenizer, device = sample.load_trained(args.checkpoint, args.model, args.tokenizer,
                                                        args.device or "auto")
+        check_endings_fit(examples, tokenizer, model_block_size(model))
     except (ValueError, OSError) as e:  # OSError: missing files, no network (Hugging Face Hub, tiktoken)
         raise fail("hellaswag.py", e) from None
     amp_dtype = train_gpt2.resolve_dtype("auto", device.split(":")[0])  # as the trainer would
