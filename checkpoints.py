@@ -3,7 +3,7 @@
 A checkpoint (log_dir/ckpt_<step>.pt) is a dict of tensors and plain containers, no pickled objects:
   step            optimizer steps taken
   model           the model's state_dict (padding rows of the embedding included)
-  optimizer       AdamW's state_dict;  scaler: fp16's GradScaler state, or None
+  optimizer       the optimizer's state_dict (AdamW, or Muon);  scaler: fp16's GradScaler state, or None
   loader          the train loader's stream position
   rng             every process's random generators (python, numpy, torch, cuda, mps), by rank
   config          TrainConfig as a dict;  model_config: GPTConfig as a dict
@@ -11,7 +11,6 @@ A checkpoint (log_dir/ckpt_<step>.pt) is a dict of tensors and plain containers,
   tokenizer_text  a bpe.py tokenizer's model file, whole, so the checkpoint works without it
 """
 import dataclasses
-import fcntl
 import glob
 import os
 import pickle
@@ -46,21 +45,10 @@ def claim_log_dir(log_dir, resume, overwrite):
     A fresh run may not replace another run's checkpoints, unless --overwrite says so."""
     try:
         os.makedirs(log_dir, exist_ok=True)
-        lock = open(os.path.join(log_dir, LOCK), "a+")
+        lock = files.hold_lock(log_dir, LOCK, f"--log_dir={log_dir} is in use by another run (pid {{pid}});"
+                                              " wait for it to end, or pass another --log_dir")
     except OSError as e:  # a file of that name, no permission, ...
         raise UserError(f"--log_dir={log_dir}: cannot write there ({e.strerror or one_line(e)})") from None
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.seek(0)
-        holder = lock.read().strip() or "?"
-        lock.close()
-        raise UserError(f"--log_dir={log_dir} is in use by another run (pid {holder}); wait for it to"
-                        " end, or pass another --log_dir") from None
-    lock.seek(0)
-    lock.truncate()
-    lock.write(f"{os.getpid()}\n")
-    lock.flush()
     files.remove_temp_files(log_dir, RUN_FILES)  # half-written files of a run that was killed
     files.remove_temp_files(os.path.join(log_dir, "hf"), RUN_FILES)
     previous = sorted(glob.glob(os.path.join(log_dir, "ckpt_[0-9]*.pt")))
@@ -131,27 +119,32 @@ def save_checkpoint(path, obj):
                         " checkpoints are intact") from None
 
 
-def load_checkpoint(path):
+def load_tensors(path, what="checkpoint"):
     """torch.load with weights_only=True: tensors and plain containers only. Unpickling anything
-    else can run arbitrary code, so a checkpoint holding such an object is refused. `path` may
-    also be a log dir: its latest checkpoint is loaded."""
+    else can run arbitrary code, so a file holding such an object is refused (one line)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"{path}: {what} not found") from None
+    except pickle.UnpicklingError as e:
+        found = re.search(r"unsupported global:?(?: GLOBAL)? ([\w.]+)", str(e), re.IGNORECASE)  # torch's wordings
+        if found:
+            raise UserError(f"{path}: refused, it holds a pickled Python object ({found.group(1)}) that"
+                            " weights_only loading forbids; only tensors and plain containers are allowed") from None
+        raise UserError(f"{path}: not a readable {what} (weights_only unpickler failed)") from None
+    except Exception as e:  # a truncated or foreign file
+        raise UserError(f"{path}: not a readable {what} ({type(e).__name__}: {one_line(e, 200)})") from None
+
+
+def load_checkpoint(path):
+    """A checkpoint dict, loaded by load_tensors (no code is ever unpickled). `path` may also be a
+    log dir: its latest checkpoint is loaded."""
     if os.path.isdir(path):
         found = latest_checkpoint(path)
         if found is None:
             raise UserError(f"{path}: no ckpt_*.pt checkpoint in this directory")
         path = found
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"{path}: checkpoint not found") from None
-    except pickle.UnpicklingError as e:
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
-        if found:
-            raise UserError(f"{path}: refused, it holds a pickled Python object ({found.group(1)}) that"
-                            " weights_only loading forbids; only tensors and plain containers are allowed") from None
-        raise UserError(f"{path}: not a readable checkpoint (weights_only unpickler failed)") from None
-    except Exception as e:  # a truncated or foreign file
-        raise UserError(f"{path}: not a readable checkpoint ({type(e).__name__}: {one_line(e, 200)})") from None
+    ckpt = load_tensors(path)
     if not isinstance(ckpt, dict):
         raise UserError(f"{path}: not a train_gpt2.py checkpoint (it holds a {type(ckpt).__name__})")
     ckpt.setdefault("path", path)
@@ -222,10 +215,11 @@ def diverged(step, what, log_dir):
         if os.path.exists(os.path.join(log_dir, "metrics.jsonl")) else {}
     saved = sorted(glob.glob(os.path.join(log_dir, "ckpt_[0-9]*.pt")), key=_step_of, reverse=True)
     rising = []
-    for path in saved:  # the weights of ckpt_<s> are those after the step s - 1
-        before = [loss for s, loss in losses.items() if s < _step_of(path)]
-        if not before or before[-1] <= BLOWUP * min(before):
-            break
+    for path in saved:  # ckpt_<s> holds the weights that gave step s's loss
+        if _step_of(path) < step:  # (those of the failing step, or later ones, would fail again)
+            before = [losses[s] for s in sorted(losses) if s <= _step_of(path)]
+            if not before or before[-1] <= BLOWUP * min(before):
+                break
         rising.append(os.path.basename(path))
     else:
         path = None
@@ -254,7 +248,8 @@ def restore(ckpt, *, model, optimizer, scaler, loader, run):
     """Put the run back exactly where the checkpoint left it; returns the step to continue from."""
     require_keys(ckpt)
     ours = dataclasses.asdict(model.config)
-    if ckpt["model_config"] != ours:
+    defaults = dataclasses.asdict(type(model.config)())  # options added since: their defaults
+    if {**defaults, **ckpt["model_config"]} != ours:
         raise UserError(f"--resume: checkpoint model {ckpt['model_config']} differs from {ours}")
     try:  # a file with the right keys can still hold the wrong things
         model.load_state_dict(ckpt["model"])

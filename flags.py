@@ -14,7 +14,12 @@ from errors import UserError
 # Flags that take one of a few words (matched case-insensitively).
 CHOICES = {"device": ("auto", "cuda", "mps", "cpu"),
            "dtype": ("auto", "bfloat16", "float16", "float32"),
-           "compile": ("auto", "true", "false")}
+           "compile": ("auto", "true", "false"),
+           "recipe": ("gpt2", "modern"),
+           "position": ("learned", "rope"),
+           "norm": ("layernorm", "rmsnorm"),
+           "activation": ("gelu", "relu2")}
+MAX_LR = 1e4  # the largest --max_lr accepted (see validate)
 
 
 def field_help(cls):
@@ -53,7 +58,7 @@ def _types(typ):
     return typ.__args__ if isinstance(typ, types.UnionType) else (typ,)
 
 
-def _convert(name, text, typ):
+def convert(name, text, typ):
     """'--name=text' -> a value of the field's type, or a one-line UserError naming the flag."""
     kinds = _types(typ)
     if type(None) in kinds and text.lower() == "none":
@@ -88,7 +93,7 @@ def parse_overrides(cls, argv):
             if fields[name].type is not bool:
                 raise UserError(f"--{name} needs a value: --{name}=VALUE")
             text = "true"  # a bare --resume means --resume=true
-        overrides[name] = _convert(name, text, fields[name].type)
+        overrides[name] = convert(name, text, fields[name].type)
     return overrides
 
 
@@ -105,6 +110,9 @@ def validate(tc, model, world_size):
     _require(model.n_embd % model.n_head == 0, f"--n_embd={model.n_embd}: must be divisible by"
              f" n_head={model.n_head} (each head gets an equal slice)")
     _require(0.0 <= model.dropout < 1.0, f"--dropout={model.dropout}: must lie in [0, 1)")
+    _require(model.position != "rope" or (model.n_embd // model.n_head) % 2 == 0,
+             f"--position=rope: the head size n_embd / n_head = {model.n_embd // model.n_head} must be"
+             " even (RoPE turns pairs of coordinates)")
     _require(tc.seq_len <= model.block_size,
              f"--seq_len={tc.seq_len} exceeds model {tc.model}'s block_size {model.block_size}")
     for name in ("micro_batch_size", "seq_len", "max_steps", "eval_interval", "val_tokens",
@@ -116,7 +124,12 @@ def validate(tc, model, world_size):
     _require(tc.total_batch_size % per_micro_step == 0,
              f"--total_batch_size={tc.total_batch_size} is not divisible by micro_batch_size x seq_len"
              f" x world_size = {tc.micro_batch_size} x {tc.seq_len} x {world_size} = {per_micro_step}")
-    _require(math.isfinite(tc.max_lr) and tc.max_lr > 0, f"--max_lr={tc.max_lr}: must be a positive number")
+    # Adam moves every weight by up to ~lr per step, so a rate far above 1 only wrecks the model,
+    # and one near float32's limit (3.4e38) overflows inside the optimizer instead of erroring.
+    _require(math.isfinite(tc.max_lr) and 0 < tc.max_lr <= MAX_LR,
+             f"--max_lr={tc.max_lr}: must be a positive number <= {MAX_LR:g}")
+    _require(tc.muon_lr is None or (math.isfinite(tc.muon_lr) and 0 <= tc.muon_lr <= MAX_LR),
+             f"--muon_lr={tc.muon_lr}: must be a number in [0, {MAX_LR:g}] (0: AdamW for every parameter)")
     _require(0.0 <= tc.min_lr_ratio <= 1.0, f"--min_lr_ratio={tc.min_lr_ratio}: must lie in [0, 1]")
     for name in ("beta1", "beta2"):
         _require(0.0 <= getattr(tc, name) < 1.0, f"--{name}={getattr(tc, name)}: must lie in [0, 1)")

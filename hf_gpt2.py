@@ -5,7 +5,8 @@ Our module names follow Hugging Face's GPT2LMHeadModel, so the weights map one t
 OpenAI's TensorFlow code used "Conv1D" layers, linear layers that store their weight as (in, out)
 where nn.Linear stores (out, in), so four weights per block are transposed on the way; the
 output head is tied to the token embedding and not stored; our embedding's padding rows
-(GPTConfig.vocab_multiple) are not in the file.
+(GPTConfig.vocab_multiple) are not in the file. Only GPT-2's architecture has this form: a model
+with other options (train_gpt2 --recipe=modern: RoPE, RMSNorm, ...) is refused (not_gpt2).
 """
 import json
 import os
@@ -18,6 +19,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 import bpe
+import checkpoints
 import files
 from errors import UserError, one_line
 
@@ -26,6 +28,17 @@ HUB_NAMES = {"gpt2": "openai-community/gpt2", "gpt2-medium": "openai-community/g
              "gpt2-large": "openai-community/gpt2-large", "gpt2-xl": "openai-community/gpt2-xl"}
 TIED_HEAD = "lm_head.weight"
 EMBEDDING = "transformer.wte.weight"
+# GPT2LMHeadModel's architecture in train_gpt2.GPTConfig's terms. A model with other options
+# (--recipe=modern) has no GPT-2 equivalent; zero_init changes only the initial weights.
+GPT2_ARCHITECTURE = {"position": "learned", "norm": "layernorm", "qk_norm": False, "activation": "gelu",
+                     "tie_head": True}
+
+
+def not_gpt2(config):
+    """Why `config` (a GPTConfig) cannot be saved as Hugging Face's GPT-2, or None if it can."""
+    other = [f"{k}={getattr(config, k)!r}" for k, v in GPT2_ARCHITECTURE.items() if getattr(config, k, v) != v]
+    return (f"the Hugging Face GPT-2 format holds GPT-2's architecture only, and this model has "
+            f"{', '.join(other)}") if other else None
 
 
 def locate(name_or_dir):
@@ -56,13 +69,13 @@ def read_config(directory):
 def _read_weights(directory):
     safetensors_path = os.path.join(directory, "model.safetensors")
     bin_path = os.path.join(directory, "pytorch_model.bin")
-    try:
-        if os.path.exists(safetensors_path):
+    if os.path.exists(safetensors_path):
+        try:
             return load_file(safetensors_path)
-        if os.path.exists(bin_path):
-            return torch.load(bin_path, map_location="cpu", weights_only=True)  # never unpickle code
-    except Exception as e:  # a damaged file, or a pickle holding code that weights_only refuses
-        raise UserError(f"{directory}: cannot read its weights ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        except Exception as e:  # a damaged file
+            raise UserError(f"{safetensors_path}: cannot read it ({type(e).__name__}: {one_line(e, 200)})") from None
+    if os.path.exists(bin_path):
+        return checkpoints.load_tensors(bin_path, "weights file")  # never unpickles code
     raise UserError(f"{directory}: neither model.safetensors nor pytorch_model.bin found")
 
 
@@ -88,6 +101,8 @@ def load_weights(state_dict, directory, vocab_size):
 def save(directory, state_dict, config, eot_id):
     """Write config.json + model.safetensors that transformers' GPT2LMHeadModel loads.
     `config` is our GPTConfig; eot_id is <|endoftext|>'s id (GPT-2's is its last, 50256)."""
+    if not_gpt2(config):
+        raise UserError(f"{directory}: not saved: {not_gpt2(config)}")
     tensors = {}
     for name, t in state_dict.items():
         # safetensors refuses two names for one storage, and transformers re-ties lm_head to

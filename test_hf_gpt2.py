@@ -190,3 +190,18 @@ def test_a_pattern_tokenizers_would_read_otherwise_is_refused(tmp_path):
     with pytest.raises(UserError, match=r"Hugging Face tokenizers would encode text differently .*split pattern"):
         hf_gpt2.save_tokenizer(str(tmp_path / "hf"), tok)
     assert not (tmp_path / "hf" / "tokenizer.json").exists()
+
+
+@pytest.mark.parametrize("option,value", [("position", "rope"), ("norm", "rmsnorm"), ("qk_norm", True),
+                                          ("activation", "relu2"), ("tie_head", False)])
+def test_only_gpt2_architectures_are_written(tmp_path, option, value):
+    """GPT2LMHeadModel has no RoPE, RMSNorm, QK-norm, ReLU^2 or untied head: a model with one is
+    refused in one line that names it (before anything is written), not saved as something else."""
+    config = train_gpt2.GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=300, **{option: value})
+    model = train_gpt2.GPT(config)
+    assert hf_gpt2.not_gpt2(config) == ("the Hugging Face GPT-2 format holds GPT-2's architecture only, and this"
+                                        f" model has {option}={value!r}")
+    with pytest.raises(UserError, match=f"not saved: .* this model has {option}=") as e:
+        hf_gpt2.save(str(tmp_path / "hf"), model.state_dict(), config, eot_id=299)
+    assert "\n" not in str(e.value) and not (tmp_path / "hf").exists()
+    assert hf_gpt2.not_gpt2(train_gpt2.GPTConfig(zero_init=True)) is None  # only the initial weights differ

@@ -71,6 +71,11 @@ def tiny_config(**kw):
     return tg.GPTConfig(**{**tg.MODEL_PRESETS["tiny"], "vocab_size": 300, **kw})
 
 
+# The modern recipe's architecture without zero_init (zero residual projections would make every
+# position's logits independent of the context, and the comparison empty).
+MODERN_ARCHITECTURE = dict(position="rope", norm="rmsnorm", qk_norm=True, activation="relu2", tie_head=False)
+
+
 def cli(*args, nproc=None, check=True):
     """Run the real command line in a fresh process (torchrun when nproc is given)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc else [sys.executable]
@@ -194,9 +199,10 @@ def test_init_follows_gpt2():
     assert abs(loss.item() - math.log(1000)) < 0.1  # a fresh model is close to uniform
 
 
-def test_causality():
+@pytest.mark.parametrize("options", [{}, MODERN_ARCHITECTURE], ids=["gpt2", "rope etc."])
+def test_causality(options):
     torch.manual_seed(0)
-    model = tg.GPT(tiny_config()).eval()
+    model = tg.GPT(tiny_config(**options)).eval()
     idx = torch.randint(0, 300, (2, 40))
     changed = idx.clone()
     changed[:, 25] = (changed[:, 25] + 1) % 300
@@ -260,9 +266,12 @@ def test_logits_match_transformers_both_ways(tmp_path):
     assert json.loads((tmp_path / "ours" / "config.json").read_text())["vocab_size"] == 300
 
 
-def test_kv_cache_generation_equals_recomputing_the_context():
+@pytest.mark.parametrize("options", [{}, MODERN_ARCHITECTURE], ids=["gpt2", "rope etc."])
+def test_kv_cache_generation_equals_recomputing_the_context(options):
+    """With RoPE the cached keys were turned at their own positions, and a new token's q and k
+    at the cache length: the same as turning the whole context at once."""
     torch.manual_seed(0)
-    model = tg.GPT(tiny_config())  # block_size 64
+    model = tg.GPT(tiny_config(**options))  # block_size 64
     idx = torch.randint(0, 300, (2, 30))
     caches = [tg.KVCache() for _ in model.transformer.h]
     with torch.no_grad():
@@ -294,6 +303,124 @@ def test_from_pretrained_rejects_foreign_weights(tmp_path):
         tg.GPT.from_pretrained(str(tmp_path))
     with pytest.raises(tg.UserError, match="neither a directory"):
         tg.GPT.from_pretrained(str(tmp_path / "nope"))
+
+
+# ------------------------------------------------------------------------------------------------
+# beyond GPT-2 (issue 14): the architecture options, each on its own
+# ------------------------------------------------------------------------------------------------
+
+def test_rope_attention_scores_depend_only_on_relative_position():
+    torch.manual_seed(0)
+    q, k = torch.randn(2, 3, 10, 16), torch.randn(2, 3, 10, 16)  # (B, heads, T, head_size)
+
+    def scores(start):
+        return tg.rotary(q, start) @ tg.rotary(k, start).mT  # query i against key j
+    for shift in (1, 7, 1000):  # every token moved by `shift` positions: same offsets, same scores
+        # (float32 angles are off by ~position * 6e-8 rad, so the tolerance grows with the shift)
+        torch.testing.assert_close(scores(shift), scores(0), rtol=0, atol=1e-5 + 2e-7 * shift)
+    assert (scores(0) - q @ k.mT).abs().max() > 0.1  # yet the positions do change the scores
+    assert torch.allclose(tg.rotary(q, 3).norm(dim=-1), q.norm(dim=-1), atol=1e-5)  # a rotation
+    # one query and one key: the score is a function of (key position - query position) alone
+    qi, kj = q[:1, :1, :1], k[:1, :1, :1]
+    pair = {(m, n): (tg.rotary(qi, m) * tg.rotary(kj, n)).sum().item() for m in range(6) for n in range(6)}
+    for m, n in pair:  # (m, n) scores as (m - s, n - s): both moved back to the nearer one at 0
+        assert pair[(m, n)] == pytest.approx(pair[(m - min(m, n), n - min(m, n))], abs=1e-5)
+    assert len({round(pair[(0, n)], 4) for n in range(6)}) == 6  # different offsets, different scores
+
+
+def test_rmsnorm_and_relu2_match_their_formulas():
+    torch.manual_seed(0)
+    norm = tg.norm_layer(tiny_config(norm="rmsnorm"))
+    assert list(norm.parameters()) == []  # no gain, no bias
+    x = 3 * torch.randn(4, 5, 32) + 1
+    expected = x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + torch.finfo(torch.float32).eps)
+    torch.testing.assert_close(norm(x), expected, rtol=1e-6, atol=1e-6)
+    assert isinstance(tg.norm_layer(tiny_config()), torch.nn.LayerNorm)
+    mlp = tg.MLP(tiny_config(activation="relu2"))
+    h = mlp.c_fc(x)
+    torch.testing.assert_close(mlp(x), mlp.c_proj(torch.where(h > 0, h * h, 0.0)))
+    assert not torch.allclose(tg.MLP(tiny_config())(x), mlp(x))  # same init (seed), other function
+
+
+def test_untied_head_has_its_own_parameter():
+    torch.manual_seed(0)
+    tied, untied = tg.GPT(tiny_config()), tg.GPT(tiny_config(tie_head=False))
+    assert tied.lm_head.weight is tied.transformer.wte.weight
+    assert untied.lm_head.weight is not untied.transformer.wte.weight
+    assert sum(p.numel() for p in untied.parameters()) == \
+        sum(p.numel() for p in tied.parameters()) + untied.config.padded_vocab_size * 32
+    assert torch.all(untied.lm_head.weight[300:] == 0) and torch.all(untied.transformer.wte.weight[300:] == 0)
+    idx = torch.randint(0, 300, (2, 16))
+    untied(idx, idx)[1].backward()
+    assert untied.lm_head.weight.grad.abs().sum() > 0 and untied.transformer.wte.weight.grad.abs().sum() > 0
+    assert not torch.equal(untied.lm_head.weight.grad, untied.transformer.wte.weight.grad)
+    # FLOPs: the head is a matmul, the (untied) token table a lookup
+    head = untied.lm_head.weight.numel()
+    rest = sum(p.numel() for n, p in untied.named_parameters() if not n.startswith(("transformer.w", "lm_head")))
+    assert tg.flops_per_token(untied, 64) == 6 * (head + rest) + 12 * 2 * 32 * 64
+
+
+PARAMETER_EFFECTS = {  # option -> (state_dict keys it removes, weights it changes), same seed as GPT-2's
+    "position": ("rope", {"transformer.wpe.weight"}, None),
+    "norm": ("rmsnorm", {f"transformer.{m}.{p}" for m in ["ln_f", "h.0.ln_1", "h.0.ln_2", "h.1.ln_1", "h.1.ln_2"]
+                         for p in ("weight", "bias")}, set()),
+    "qk_norm": (True, set(), set()),
+    "activation": ("relu2", set(), set()),
+    "zero_init": (True, set(), {f"transformer.h.{i}.{m}.c_proj.weight" for i in (0, 1) for m in ("attn", "mlp")}),
+    "tie_head": (False, set(), {"lm_head.weight"}),
+}
+
+
+@pytest.mark.parametrize("option", PARAMETER_EFFECTS)
+def test_each_option_changes_what_it_should_and_nothing_else(option):
+    value, removed, changed = PARAMETER_EFFECTS[option]
+    assert getattr(tg.GPTConfig(), option) != value  # the default is GPT-2's
+    torch.manual_seed(0)
+    gpt2 = tg.GPT(tiny_config()).eval()
+    torch.manual_seed(0)
+    other = tg.GPT(tiny_config(**{option: value})).eval()
+    a, b = gpt2.state_dict(), other.state_dict()
+    assert set(a) - set(b) == removed and set(b) <= set(a)
+    if changed is not None:  # without wpe the random draws shift, so RoPE's weights all differ
+        assert {k for k in b if not torch.equal(a[k], b[k])} == changed
+    if option == "zero_init":
+        assert all(torch.all(b[k] == 0) for k in changed)
+    idx = torch.randint(0, 300, (2, 20))
+    with torch.no_grad():
+        other.load_state_dict({k: v for k, v in a.items() if k in b})  # GPT-2's weights where they fit
+        assert (other(idx)[0] - gpt2(idx)[0]).abs().max() > 1e-4 or option in ("zero_init", "tie_head")
+    if option == "position":
+        assert other.transformer.wpe is None and gpt2.transformer.wpe is not None
+
+
+def test_recipe_flags_and_their_errors():
+    modern = tg.model_config(tg.TrainConfig(**parse(["--model=tiny", "--recipe=modern"])))
+    assert {k: getattr(modern, k) for k in tg.RECIPES["modern"] if k != "muon_lr"} == \
+        {k: v for k, v in tg.RECIPES["modern"].items() if k != "muon_lr"}
+    assert tg.recipe_options(tg.TrainConfig(recipe="modern"))["muon_lr"] == 0.02
+    assert tg.model_config(tg.TrainConfig(model="tiny")) == tg.GPTConfig(**tg.MODEL_PRESETS["tiny"])  # gpt2
+    one_off = tg.TrainConfig(**parse(["--recipe=modern", "--qk_norm=false", "--muon_lr=0"]))
+    assert not tg.model_config(one_off).qk_norm and tg.model_config(one_off).position == "rope"
+    assert tg.recipe_options(one_off)["muon_lr"] == 0  # 0: AdamW for every parameter
+    alone = tg.TrainConfig(**parse(["--position=ROPE"]))  # one option on top of GPT-2
+    assert tg.model_config(alone) == tg.GPTConfig(position="rope")
+    assert flags.CHOICES["recipe"] == tuple(tg.RECIPES)
+    _expect_error("--recipe=llama: expected one of gpt2, modern", parse, ["--recipe=llama"])
+    _expect_error("--position=alibi: expected one of learned, rope", parse, ["--position=alibi"])
+    _expect_error("--qk_norm=maybe: expected true/false/1/0", parse, ["--qk_norm=maybe"])
+    _expect_error("--position=rope: the head size n_embd / n_head = 5 must be even", validate,
+                  tg.TrainConfig(model="tiny", recipe="modern", n_embd=30, n_head=6), 1)
+    _expect_error("--muon_lr=-1.0: must be a number in [0, ", validate, tg.TrainConfig(muon_lr=-1.0), 8)
+
+
+def test_hf_export_is_for_gpt2_architectures_only(tmp_path):
+    with pytest.raises(tg.UserError) as e:
+        tg.GPT(tiny_config(position="rope", tie_head=False)).save_pretrained(str(tmp_path / "hf"))
+    assert str(e.value) == (f"{tmp_path / 'hf'}: not saved: the Hugging Face GPT-2 format holds GPT-2's"
+                            " architecture only, and this model has position='rope', tie_head=False")
+    assert not (tmp_path / "hf").exists()
+    tg.GPT(tiny_config(zero_init=True)).save_pretrained(str(tmp_path / "zero"))  # only its init differs
+    assert (tmp_path / "zero" / "model.safetensors").exists()
 
 
 def _loss_and_grads(model, idx, targets, amp_dtype=None):
@@ -433,6 +560,76 @@ def test_grad_accumulation_equals_one_big_batch():
     assert loss1 == pytest.approx(loss4, abs=1e-6)
     assert norm1 == pytest.approx(norm4, rel=1e-5)
     assert max((a - b).abs().max().item() for a, b in zip(grads1, grads4)) <= 1e-6
+
+
+# Five steps of the quintic Newton-Schulz iteration leave each singular value oscillating within
+# about [0.68, 1.2], not at 1: Jordan et al. chose coefficients that raise small singular values
+# fastest rather than ones that converge. Hence |s - 1| < 0.4 here. What 5 steps cannot raise is
+# a singular value below ~1/300 of the largest (each step multiplies a small one by a = 3.44 at
+# most): random rectangular matrices have none, a random square one may have a few near 0.
+@pytest.mark.parametrize("shape", [(128, 32), (32, 128), (512, 128), (96, 32)])
+def test_orthogonalize_makes_singular_values_near_one(shape):
+    torch.manual_seed(0)
+    g = torch.randn(shape) * torch.logspace(-1.5, 0, shape[1])  # columns of unequal scales
+    assert torch.linalg.svdvals(g).max() / torch.linalg.svdvals(g).min() > 6  # far from orthogonal
+    o = tg.orthogonalize(g)
+    assert o.shape == g.shape and o.dtype == torch.float32
+    s = torch.linalg.svdvals(o)
+    assert s.min() > 0.6 and s.max() < 1.4, (s.min(), s.max())
+    u, _, vt = torch.linalg.svd(g, full_matrices=False)
+    uv = u @ vt  # the exact orthogonalisation: the iteration keeps g's singular vectors
+    assert (o * uv).sum() / (o.norm() * uv.norm()) > 0.95
+    square = torch.linalg.svdvals(tg.orthogonalize(torch.randn(64, 64)))
+    assert ((square - 1).abs() < 0.4).float().mean() > 0.9  # all but the few near-zero ones
+
+
+def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
+    torch.manual_seed(0)
+    model = tg.GPT(tiny_config(tie_head=False))
+    opt = tg.configure_optimizer(model, 0.1, 1e-3, (0.9, 0.95), 1e-8, "cpu", muon_lr=0.02)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decay, no_decay, muon = ({names[id(p)] for p in g["params"]} for g in opt.param_groups)
+    assert muon == {n for n, p in model.named_parameters() if n.startswith("transformer.h.") and p.dim() == 2}
+    assert decay == {"transformer.wte.weight", "transformer.wpe.weight", "lm_head.weight"}
+    assert no_decay == {n for n, p in model.named_parameters() if p.dim() == 1}
+    assert [(g["muon"], g["weight_decay"], g.get("lr_scale", 1.0)) for g in opt.param_groups] == \
+        [(False, 0.1, 1.0), (False, 0.0, 1.0), (True, 0.0, pytest.approx(20.0))]
+    # one step: the schedule's lr for AdamW, 20x it for Muon, whose update is orthogonal
+    x, y = torch.randint(0, 300, (4, 32)), torch.randint(0, 300, (4, 32))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    tg.train_step(model, opt, FixedBatches(x, y, 4), grad_accum_steps=1, lr=5e-4, grad_clip=1.0,
+                  device="cpu", amp_dtype=torch.float32)
+    assert [g["lr"] for g in opt.param_groups] == [5e-4, 5e-4, pytest.approx(1e-2)]
+    weights = dict(model.named_parameters())
+    for name in ("mlp.c_fc", "mlp.c_proj", "attn.c_attn"):
+        p = weights[f"transformer.h.0.{name}.weight"]
+        update = (before[f"transformer.h.0.{name}.weight"] - p.detach()) / 1e-2
+        # Nesterov: the (clipped) gradient pulled towards the momentum; c_attn's q, k and v are
+        # orthogonalised apart; the 128 x 32 c_fc is scaled by sqrt(128 / 32)
+        nesterov = p.grad.lerp(opt.state[p]["momentum"], tg.MUON_MOMENTUM)
+        expected = torch.cat([tg.orthogonalize(g) for g in nesterov.chunk(3 if name == "attn.c_attn" else 1)])
+        torch.testing.assert_close(update, expected * (2 if name == "mlp.c_fc" else 1), rtol=1e-4, atol=1e-4)
+    wte = weights["transformer.wte.weight"]  # AdamW's first step: decay, then lr * sign(grad)
+    torch.testing.assert_close(before["transformer.wte.weight"] * (1 - 5e-4 * 0.1) - wte.detach(),
+                               5e-4 * torch.sign(wte.grad), rtol=0, atol=1e-5)  # eps: not quite sign
+
+
+def test_muons_adamw_part_equals_torch_adamw():
+    torch.manual_seed(0)
+    x, y = torch.randint(0, 300, (4, 32)), torch.randint(0, 300, (4, 32))
+    weights = []
+    for muon in (False, True):
+        torch.manual_seed(1)
+        model = tg.GPT(tiny_config())
+        opt = tg.configure_optimizer(model, 0.1, 1e-3, (0.9, 0.95), 1e-8, "cpu")
+        if muon:  # the same groups, in Muon with no Muon group
+            opt = tg.Muon([{k: v for k, v in g.items() if k in ("params", "weight_decay")} for g in opt.param_groups],
+                          dict(lr=1e-3, betas=(0.9, 0.95), eps=1e-8, muon=False))
+        for _ in range(3):
+            tg.train_step(model, opt, FixedBatches(x, y, 4), grad_accum_steps=1, lr=1e-3, grad_clip=1.0,
+                          device="cpu", amp_dtype=torch.float32)
+        weights.append([p.detach().clone() for p in model.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*weights))  # bit for bit
 
 
 # ------------------------------------------------------------------------------------------------
@@ -595,72 +792,6 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
         assert str(e.value).startswith("train_gpt2.py: error: ") and match in str(e.value) and "\n" not in str(e.value)
 
 
-def _damaged(ckpt, case):
-    """A loadable checkpoint dict made wrong in one way."""
-    ckpt = dict(ckpt)
-    if case == "no model":
-        del ckpt["model"]
-    elif case == "model is a list":
-        ckpt["model"] = [1, 2]
-    elif case == "a weight missing":
-        ckpt["model"] = {k: v for k, v in ckpt["model"].items() if "c_fc" not in k}
-    elif case == "a weight of another shape":
-        ckpt["model"] = {k: (v[:1] if "c_fc.weight" in k else v) for k, v in ckpt["model"].items()}
-    elif case == "optimizer is a string":
-        ckpt["optimizer"] = "adam"
-    elif case == "loader without position":
-        ckpt["loader"] = {}
-    elif case == "rng is empty":
-        ckpt["rng"] = []
-    elif case == "rng of another shape":
-        ckpt["rng"] = [{"python": [3]}]
-    elif case == "step is text":
-        ckpt["step"] = "four"
-    elif case == "config is a list":
-        ckpt["config"] = ["tiny"]
-    elif case == "not a dict":
-        ckpt = [ckpt]
-    return ckpt
-
-
-@pytest.mark.parametrize("case", ["no model", "model is a list", "a weight missing", "a weight of another shape",
-                                  "optimizer is a string", "loader without position", "rng is empty",
-                                  "rng of another shape", "step is text", "config is a list", "not a dict"])
-def test_a_damaged_checkpoint_is_a_one_line_error(corpus, tmp_path, case):
-    log_dir = tmp_path / "log"
-    tg.main(tiny_run(corpus, f"--log_dir={log_dir}", "--max_steps=4", "--stop_step=2"))
-    path = log_dir / "ckpt_000002.pt"
-    torch.save(_damaged(torch.load(path, weights_only=True), case), path)
-    with pytest.raises(SystemExit) as e:
-        tg.main(["--resume", f"--log_dir={log_dir}"])
-    message = str(e.value)
-    assert message.startswith("train_gpt2.py: error: ") and "\n" not in message
-    assert "ckpt_000002.pt" in message or "--resume" in message, message
-
-
-def test_unwritable_places_full_disks_and_ctrl_c_are_one_line(corpus, tmp_path, monkeypatch):
-    (tmp_path / "afile").write_text("x")
-    with pytest.raises(SystemExit, match="^train_gpt2.py: error: --log_dir=.*afile: cannot write there"):
-        tg.main(tiny_run(corpus, f"--log_dir={tmp_path / 'afile'}", "--max_steps=1"))
-
-    def full_disk(obj, f):
-        f.write(b"PK partial")
-        raise OSError(28, "No space left on device")
-    monkeypatch.setattr(checkpoints.torch, "save", full_disk)
-    with pytest.raises(SystemExit) as e:
-        tg.main(tiny_run(corpus, f"--log_dir={tmp_path / 'full'}", "--max_steps=1"))
-    assert str(e.value) == (f"train_gpt2.py: error: {tmp_path / 'full' / 'ckpt_000001.pt'}: cannot write it"
-                            " (No space left on device); the earlier checkpoints are intact")
-    assert not [p for p in os.listdir(tmp_path / "full") if ".pt" in p]  # no half-written file
-    monkeypatch.undo()
-
-    def ctrl_c(*args, **kwargs):
-        raise KeyboardInterrupt
-    monkeypatch.setattr(tg, "train_step", ctrl_c)
-    with pytest.raises(SystemExit, match="^train_gpt2.py: interrupted; continue with --resume$"):
-        tg.main(tiny_run(corpus, f"--log_dir={tmp_path / 'stopped'}", "--max_steps=1"))
-
-
 def test_pickled_checkpoint_is_refused(tmp_path):
     path = str(tmp_path / "ckpt_000001.pt")
     torch.save({"step": 1, "model": {}, "extra": fractions.Fraction(1, 3)}, path)
@@ -820,6 +951,62 @@ def test_ddp_two_processes_match_one_process(corpus, tmp_path):
     assert a["loader"] == b["loader"] == {"position": 4 * 256}
 
 
+def test_modern_recipe_ddp_two_processes_match_one_process(corpus, tmp_path):
+    """Muon under DDP: gradients are all-reduced before the step, so every rank orthogonalises the
+    same momentum and takes the same step; 2 ranks x 2 micro steps = 1 process x 4 micro steps."""
+    common = tiny_run(corpus, "--recipe=modern", "--max_steps=4", "--total_batch_size=256",
+                      "--max_lr=3e-4", "--muon_lr=2e-3")
+    cli(*common, f"--log_dir={tmp_path / 'one'}")
+    out = cli(*common, f"--log_dir={tmp_path / 'two'}", nproc=2).stdout
+    assert "recipe modern" in out and "'muon_lr': 0.002" in out
+    one, two = train_records(tmp_path / "one"), train_records(tmp_path / "two")
+    assert sorted(one) == sorted(two) == [0, 1, 2, 3]
+    for s in one:
+        assert abs(one[s]["loss"] - two[s]["loss"]) <= 1e-5
+        assert one[s]["grad_norm"] == pytest.approx(two[s]["grad_norm"], rel=1e-5)
+    a = torch.load(tmp_path / "one" / "ckpt_000004.pt", weights_only=True)
+    b = torch.load(tmp_path / "two" / "ckpt_000004.pt", weights_only=True)
+    assert max((a["model"][k] - b["model"][k]).abs().max().item() for k in a["model"]) <= 1e-5
+    assert a["optimizer"]["param_groups"][2]["muon"] and b["optimizer"]["param_groups"][2]["muon"]
+
+
+def test_exact_resume_with_muon(corpus, tmp_path):
+    common = tiny_run(corpus, "--recipe=modern", "--max_steps=6", "--checkpoint_interval=100")
+    cli(*common, f"--log_dir={tmp_path / 'straight'}")
+    cli(*common, f"--log_dir={tmp_path / 'resumed'}", "--stop_step=3")
+    cli(f"--log_dir={tmp_path / 'resumed'}", "--resume", "--device=cpu")  # recipe from the checkpoint
+    straight, resumed = train_losses(tmp_path / "straight"), train_losses(tmp_path / "resumed")
+    assert sorted(resumed) == list(range(6)) and straight == resumed  # bit-identical floats
+    a = torch.load(tmp_path / "straight" / "ckpt_000006.pt", weights_only=True)
+    b = torch.load(tmp_path / "resumed" / "ckpt_000006.pt", weights_only=True)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert a["optimizer"]["param_groups"] == b["optimizer"]["param_groups"]
+    kinds = set()
+    for i, state in a["optimizer"]["state"].items():
+        kinds |= set(state)
+        assert state.keys() == b["optimizer"]["state"][i].keys()
+        assert all(torch.equal(torch.as_tensor(v), torch.as_tensor(b["optimizer"]["state"][i][k])) for k, v in state.items())
+    assert kinds == {"momentum", "step", "exp_avg", "exp_avg_sq"}  # Muon's and AdamW's state, both restored
+    assert a["model_config"]["position"] == "rope" and "lm_head.weight" in a["model"]
+
+
+def test_modern_run_samples_scores_hellaswag_and_skips_the_hf_export(corpus, tmp_path):
+    log_dir = tmp_path / "log"
+    hellaswag = write_hellaswag(tmp_path / "hellaswag_val.jsonl", 3)
+    tg.main(tiny_run(corpus, "--recipe=modern", f"--log_dir={log_dir}", "--max_steps=2", "--eval_interval=2",
+                     "--sample_interval=2", "--num_samples=1", "--hellaswag=true", f"--hellaswag_path={hellaswag}"))
+    assert [r["step"] for r in records_of(log_dir, "hellaswag")] == [0, 2]
+    assert len(records_of(log_dir, "sample")) == 1
+    log_text = (log_dir / "log.txt").read_text()
+    assert "skipped the Hugging Face export: the Hugging Face GPT-2 format holds GPT-2's architecture only," \
+           " and this model has position='rope', norm='rmsnorm', qk_norm=True, activation='relu2'," \
+           " tie_head=False" in log_text
+    assert not (log_dir / "hf").exists()
+    model, tok = tg.GPT.from_checkpoint(str(log_dir))
+    assert model.config.position == "rope" and not model.config.tie_head
+    assert len(tg.generate(model, tok.encode("the cat"), 1, 5)[0]) == len(tok.encode("the cat")) + 5
+
+
 # torch.compile's CPU backend (inductor) builds C++ kernels with the system compiler.
 CXX = shutil.which(os.environ.get("CXX", "g++")) or shutil.which("clang++")
 needs_cxx = pytest.mark.skipif(CXX is None, reason="torch.compile on CPU (inductor) needs a C++ compiler; none found")
@@ -857,6 +1044,20 @@ def test_ddp_with_compile_trains(corpus, tmp_path):
     for step in one:
         assert two[step] == pytest.approx(one[step], abs=1e-4)
     assert os.path.exists(tmp_path / "two" / "ckpt_000002.pt")
+
+
+@needs_cxx
+def test_compiled_modern_recipe_step_equals_eager(corpus, tmp_path):
+    """One compiled step of the modern recipe (RoPE, RMSNorm, QK-norm, ReLU^2 in the graph; Muon
+    outside it), then val loss through the compiled model: as eager."""
+    common = tiny_run(corpus, "--recipe=modern", "--max_steps=1", "--eval_interval=1", "--num_samples=0")
+    cli(*common, "--compile=false", f"--log_dir={tmp_path / 'eager'}")
+    assert "compile True" in cli(*common, "--compile=true", f"--log_dir={tmp_path / 'compiled'}").stdout
+    assert train_losses(tmp_path / "compiled")[0] == pytest.approx(train_losses(tmp_path / "eager")[0], rel=1e-5)
+    val_eager, val_compiled = (records_of(tmp_path / d, "val") for d in ("eager", "compiled"))
+    assert [r["step"] for r in val_compiled] == [0, 1]
+    for a, b in zip(val_eager, val_compiled):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
 
 
 def test_a_log_dir_belongs_to_one_run(corpus, tmp_path):

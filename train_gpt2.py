@@ -62,6 +62,13 @@ class GPTConfig:
     # 0.1; a single pass over 10B tokens never sees a token twice, so like build-nanogpt we use 0.
     # Small data seen many times (the CPU speedrun repeats Shakespeare ~20x) overfits without it.
     dropout: float = 0.0
+    # Beyond GPT-2 (issue 14): the defaults are GPT-2's; --recipe=modern (RECIPES) changes them.
+    position: str = "learned"  # "rope": turn q, k by position: scores see offsets (Su et al. 2021)
+    norm: str = "layernorm"    # "rmsnorm": x / RMS(x), cheaper, as good (Zhang & Sennrich 2019)
+    qk_norm: bool = False      # q, k RMS-normed per head: logits stay bounded (Henry et al. 2020)
+    activation: str = "gelu"   # "relu2": ReLU(x)^2, better per FLOP (So et al. 2021, Primer)
+    zero_init: bool = False    # residual projections start at 0: blocks start as identities (Fixup)
+    tie_head: bool = True      # head = wte's matrix (Press & Wolf 2017); False: a matrix of its own
 
     @property
     def padded_vocab_size(self):
@@ -79,6 +86,11 @@ MODEL_PRESETS = {
     "laptop":      dict(n_layer=4, n_head=4, n_embd=128, block_size=128),  # ~1M: first_run.py
     "tiny":        dict(n_layer=2, n_head=2, n_embd=32, block_size=64),
 }
+# Training recipes (--recipe): GPT-2's, and later findings, each measured by bench/modern_recipe.py
+# (Muon's LR: modded-nanogpt uses 0.02-0.05). Keys are TrainConfig fields; flags given win.
+RECIPES = {"gpt2": {},
+           "modern": dict(position="rope", norm="rmsnorm", qk_norm=True, activation="relu2",
+                          zero_init=True, tie_head=False, muon_lr=0.02)}
 
 
 @dataclass
@@ -90,6 +102,14 @@ class TrainConfig:
     n_embd: int | None = None              # override the preset's width
     block_size: int | None = None          # override the preset's context length
     dropout: float | None = None           # override the dropout rate (GPTConfig.dropout: 0)
+    recipe: str = "gpt2"                   # gpt2, or modern: RoPE, RMSNorm, ReLU^2, Muon and more
+    position: str | None = None            # override the recipe: learned (GPT-2) or rope
+    norm: str | None = None                # override the recipe: layernorm (GPT-2) or rmsnorm
+    qk_norm: bool | None = None            # override the recipe: QK-norm (GPT-2: false)
+    activation: str | None = None          # override the recipe: gelu (GPT-2) or relu2
+    zero_init: bool | None = None          # override the recipe: residual projections start at 0
+    tie_head: bool | None = None           # override the recipe: head tied to wte (GPT-2: true)
+    muon_lr: float | None = None           # override the recipe: Muon's peak LR (0: AdamW only)
     tokenizer: str = "gpt2"                # "gpt2" (tiktoken) or a bpe.py .model; as the shards say
     data_dir: str = shard_format.DEFAULT_DATA_DIR  # shards + manifest.json from fineweb.py
     log_dir: str = "log"                   # log.txt, metrics.jsonl and ckpt_*.pt are written here
@@ -130,16 +150,43 @@ class TrainConfig:
     stop_step: int = -1                    # stop (with a checkpoint) here, same LR schedule; -1: no
 
 
+def recipe_options(tc):
+    """--recipe's options (RECIPES), with those given as flags on top."""
+    given = {k: getattr(tc, k) for k in RECIPES["modern"] if getattr(tc, k) is not None}
+    return {**RECIPES[tc.recipe], **given}
+
+
 def model_config(tc, vocab_size=GPTConfig.vocab_size):
-    """The preset named by --model, with any shape flags given (--n_layer, ...) on top."""
+    """The preset named by --model, with shape flags (--n_layer, ...) and the recipe on top."""
     if tc.model not in MODEL_PRESETS:
         raise UserError(f"--model={tc.model}: expected one of {', '.join(MODEL_PRESETS)}")
     shape = {k: getattr(tc, k) for k in ("n_layer", "n_head", "n_embd", "block_size", "dropout")
              if getattr(tc, k) is not None}
-    return GPTConfig(**{**MODEL_PRESETS[tc.model], **shape, "vocab_size": vocab_size})
+    options = {k: v for k, v in recipe_options(tc).items() if k != "muon_lr"}
+    return GPTConfig(**{**MODEL_PRESETS[tc.model], **shape, **options, "vocab_size": vocab_size})
 
 
 # 2. The model: GPT-2 (a decoder-only transformer with pre-LayerNorm blocks) ---------------------
+
+ROPE_BASE = 10000.0  # RoFormer's: pair i turns by position * 10000^(-2i / head_size) (Su et al.)
+
+
+def rotary(x, start):
+    """x (B, heads, T, head_size) at positions start, start+1, ..., each pair of coordinates
+    (i, i + head_size/2) turned by an angle that grows with the position: a turned q and k meet
+    in a dot product that depends only on how far apart they are."""
+    half = x.size(-1) // 2
+    freqs = ROPE_BASE ** -(torch.arange(half, device=x.device, dtype=torch.float32) / half)
+    pos = torch.arange(start, start + x.size(2), device=x.device, dtype=torch.float32)
+    cos, sin = torch.outer(pos, freqs).cos(), torch.outer(pos, freqs).sin()
+    x1, x2 = x.float().chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).type_as(x)
+
+
+def norm_layer(config):  # RMSNorm without gain: the matmul it feeds can learn any scale itself
+    return (nn.RMSNorm(config.n_embd, elementwise_affine=False) if config.norm == "rmsnorm"
+            else nn.LayerNorm(config.n_embd))
+
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, config):
@@ -147,6 +194,8 @@ class CausalSelfAttention(nn.Module):
         assert config.n_embd % config.n_head == 0, "n_embd must divide by n_head"
         self.n_head = config.n_head
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)  # queries, keys, values at once
+        self.c_attn.weight.stacked = 3  # q, k, v: three matrices, which Muon orthogonalises apart
+        self.qk_norm, self.rope = config.qk_norm, config.position == "rope"
         self.c_proj = nn.Linear(config.n_embd, config.n_embd)
         self.c_proj.is_residual_projection = True  # see GPT._init_weights
         self.dropout = config.dropout
@@ -157,6 +206,10 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.c_attn(x).split(C, dim=2)
         # (B, T, C) -> (B, n_head, T, head_size): each head attends independently.
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if self.qk_norm:
+            q, k = F.rms_norm(q, (q.size(-1),)), F.rms_norm(k, (k.size(-1),))
+        if self.rope:  # a cached run continues the positions of the tokens already in the cache
+            q, k = rotary(q, len(cache or ())), rotary(k, len(cache or ()))
         if cache is not None:  # generating: earlier tokens' keys and values are kept, see KVCache
             k, v = cache.extend(k, v)
         # softmax(q k^T / sqrt(head_size)) v with a causal mask (a lone new token may see every
@@ -173,12 +226,14 @@ class MLP(nn.Module):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd)  # 4x wider, as in the transformer
         self.gelu = nn.GELU(approximate="tanh")  # GPT-2 used the tanh approximation of GELU
+        self.relu2 = config.activation == "relu2"
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)
         self.c_proj.is_residual_projection = True
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x):
-        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+        h = self.c_fc(x)
+        return self.dropout(self.c_proj(F.relu(h).square() if self.relu2 else self.gelu(h)))
 
 
 class Block(nn.Module):
@@ -188,9 +243,9 @@ class Block(nn.Module):
 
     def __init__(self, config):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd)
+        self.ln_1 = norm_layer(config)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.n_embd)
+        self.ln_2 = norm_layer(config)
         self.mlp = MLP(config)
 
     def forward(self, x, cache=None):
@@ -223,30 +278,33 @@ class GPT(nn.Module):
         self.config = config
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(config.padded_vocab_size, config.n_embd),  # token embeddings
-            wpe=nn.Embedding(config.block_size, config.n_embd),         # learned positions
+            wpe=(nn.Embedding(config.block_size, config.n_embd)            # learned positions
+                 if config.position == "learned" else None),               # (RoPE: none)
             h=nn.ModuleList(Block(config) for _ in range(config.n_layer)),
-            ln_f=nn.LayerNorm(config.n_embd),  # pre-LN leaves the last block's output unnormalised
+            ln_f=norm_layer(config),  # pre-LN leaves the last block's output unnormalised
         ))
         self.embd_dropout = nn.Dropout(config.dropout)
         self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=False)
         # Weight tying (Press & Wolf 2017), as GPT-2 does: the output layer reuses the token
         # embedding matrix, saving 38.6M parameters at 124M and tying "read" to "write".
-        self.lm_head.weight = self.transformer.wte.weight
+        if config.tie_head:
+            self.lm_head.weight = self.transformer.wte.weight
         self.apply(self._init_weights)
-        with torch.no_grad():
-            self.transformer.wte.weight[config.vocab_size:].zero_()  # padding rows, see GPTConfig
+        with torch.no_grad():  # padding rows, see GPTConfig
+            self.transformer.wte.weight[config.vocab_size:].zero_()
+            self.lm_head.weight[config.vocab_size:].zero_()
 
     def _init_weights(self, module):
         """GPT-2 init: N(0, 0.02) weights, zero biases. Each block adds its two projections into
         the residual stream, so its variance grows with 2 * n_layer additions; scaling those
         projections by 1/sqrt(2 * n_layer) keeps the stream's scale independent of depth
         (GPT-2 paper, 2.3)."""
-        if module is self.lm_head:
+        if module is self.lm_head and self.config.tie_head:
             return  # tied to wte, which is initialised as an embedding
         if isinstance(module, nn.Linear):
             std = 0.02
             if getattr(module, "is_residual_projection", False):
-                std /= math.sqrt(2 * self.config.n_layer)
+                std = 0.0 if self.config.zero_init else std / math.sqrt(2 * self.config.n_layer)
             nn.init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
@@ -261,8 +319,10 @@ class GPT(nn.Module):
         start = len(caches[0]) if caches else 0
         if start + T > self.config.block_size:
             raise ValueError(f"{start + T} tokens exceed block_size {self.config.block_size}")
-        pos = torch.arange(start, start + T, device=idx.device)
-        x = self.embd_dropout(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        x = self.transformer.wte(idx)
+        if self.transformer.wpe is not None:  # GPT-2's positions; RoPE turns q and k instead
+            x = x + self.transformer.wpe(torch.arange(start, start + T, device=idx.device))
+        x = self.embd_dropout(x)
         for i, block in enumerate(self.transformer.h):
             x = block(x, caches[i] if caches else None)
         x = self.transformer.ln_f(x)
@@ -302,15 +362,71 @@ class GPT(nn.Module):
 
 # 3. Optimizer and learning-rate schedule --------------------------------------------------------
 
-def configure_optimizer(model, weight_decay, learning_rate, betas, eps, device_type):
+def configure_optimizer(model, weight_decay, learning_rate, betas, eps, device_type, muon_lr=None):
     """AdamW with weight decay on matrices (matmul weights, embeddings) only: decaying biases
-    and LayerNorm gains towards zero only hurts, and they hold few parameters."""
+    and LayerNorm gains towards zero only hurts, and they hold few parameters. Given muon_lr, the
+    blocks' matrices go to Muon instead, at that peak LR, undecayed (as in Jordan et al.)."""
     params = [p for p in model.parameters() if p.requires_grad]  # parameters() lists tied wte once
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+    hidden = {id(p) for p in model.transformer.h.parameters() if p.dim() >= 2} if muon_lr else ()
+    groups = [{"params": [p for p in params if p.dim() >= 2 and id(p) not in hidden],
+               "weight_decay": weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    if muon_lr:  # lr_scale: the group's peak LR over max_lr, see train_step
+        muon = {"params": [p for p in params if id(p) in hidden], "muon": True, "weight_decay": 0.0,
+                "lr_scale": muon_lr / learning_rate}
+        return Muon(groups + [muon], dict(lr=learning_rate, betas=betas, eps=eps, muon=False))
     # fused=True runs the whole update in one CUDA kernel instead of several per parameter.
     return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, eps=eps,
                              fused=device_type == "cuda")
+
+
+# Muon's settings (Jordan et al. 2024, "Muon: An optimizer for hidden layers in neural networks").
+MUON_MOMENTUM, NEWTON_SCHULZ_STEPS = 0.95, 5
+# The quintic's coefficients, picked to push small singular values up as fast as possible at the
+# price of not converging: every singular value ends up oscillating within about [0.7, 1.2].
+NEWTON_SCHULZ = (3.4445, -4.7750, 2.0315)
+
+
+def orthogonalize(g, steps=NEWTON_SCHULZ_STEPS):
+    """U V^T for g = U S V^T, approximately: every singular value made ~1, the directions kept.
+    Newton-Schulz: X <- aX + b(XX^T)X + c(XX^T)^2 X maps each singular value s of X to
+    as + bs^3 + cs^5 and leaves U and V alone; matmuls only, so bfloat16 suits a GPU."""
+    a, b, c = NEWTON_SCHULZ
+    tall = g.size(0) > g.size(1)
+    x = (g.mT if tall else g).to(torch.bfloat16 if g.is_cuda else torch.float32)
+    x = x / (x.norm() + 1e-7)  # the Frobenius norm is at least the largest singular value: all <= 1
+    for _ in range(steps):
+        gram = x @ x.mT  # the smaller of the two Gram matrices (x is wide)
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return (x.mT if tall else x).to(g.dtype)
+
+
+class Muon(torch.optim.Optimizer):
+    """Muon for the param groups marked "muon", AdamW for the rest, in one optimizer: zero_grad,
+    state_dict and the LR schedule work as with AdamW alone. Muon steps along the orthogonalised
+    Nesterov momentum of a hidden matrix's gradient: every direction moves by the same amount,
+    where a raw gradient is dominated by a few."""
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            lr, (beta1, beta2) = group["lr"], group["betas"]
+            for p in (p for p in group["params"] if p.grad is not None):
+                state, grad = self.state[p], p.grad
+                p.mul_(1 - lr * group["weight_decay"])  # decoupled weight decay
+                if group["muon"]:
+                    buf = state.setdefault("momentum", torch.zeros_like(p))
+                    g = grad.lerp(buf.lerp_(grad, 1 - MUON_MOMENTUM), MUON_MOMENTUM)  # Nesterov
+                    # Tall ones scaled by sqrt(rows / cols): entries move ~1/sqrt(cols), any shape.
+                    p.sub_(torch.cat([orthogonalize(m) * max(1, m.size(0) / m.size(1)) ** 0.5
+                                      for m in g.chunk(getattr(p, "stacked", 1))]), alpha=lr)
+                else:  # AdamW, as torch.optim.AdamW computes it (Loshchilov & Hutter 2019)
+                    t = state["step"] = state.get("step", 0) + 1
+                    m = state.setdefault("exp_avg", torch.zeros_like(p)).lerp_(grad, 1 - beta1)
+                    v = state.setdefault("exp_avg_sq", torch.zeros_like(p)).mul_(beta2)
+                    v.addcmul_(grad, grad, value=1 - beta2)
+                    denom = (v.sqrt() / math.sqrt(1 - beta2 ** t)).add_(group["eps"])
+                    p.addcdiv_(m, denom, value=-lr / (1 - beta1 ** t))
 
 
 def get_lr(step, max_lr, min_lr, warmup_steps, max_steps):
@@ -458,10 +574,11 @@ def autocast(device_type, dtype):
 def flops_per_token(model, seq_len):
     """Training FLOPs per token, PaLM paper appendix B: 6N for the matmuls over N weights
     (2 forward, 4 backward) plus 12 * L * H * Q * T for attention scores and their use (H heads
-    of size Q = C / H). The position table is a lookup, not a matmul, so it is not in N; the
-    tied wte is, once (the head)."""
+    of size Q = C / H). Lookup tables are not matmuls, so N leaves out the positions'
+    and, unless it is the head's too, wte."""
     c = model.config
-    n = sum(p.numel() for p in model.parameters()) - model.transformer.wpe.weight.numel()
+    lookups = [model.transformer.wpe, None if c.tie_head else model.transformer.wte]
+    n = sum(p.numel() for p in model.parameters()) - sum(m.weight.numel() for m in lookups if m)
     return 6 * n + 12 * c.n_layer * c.n_embd * seq_len
 
 
@@ -498,8 +615,8 @@ def train_step(model, optimizer, loader, *, grad_accum_steps, lr, grad_clip, dev
     if scaler is not None:
         scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip or math.inf)  # 0: no clip
-    for group in optimizer.param_groups:
-        group["lr"] = lr
+    for group in optimizer.param_groups:  # each group on the schedule, scaled to its own peak
+        group["lr"] = lr * group.get("lr_scale", 1.0)
     if scaler is not None:
         scaler.step(optimizer)  # skipped if the fp16 gradients overflowed
         scaler.update()
@@ -543,7 +660,7 @@ def sample_tokens(model, prompt_ids, num_samples, max_new_tokens, *, top_k=50, t
     the long tail of individually unlikely ones cannot derail the text; temperature < 1 sharpens
     the distribution, 0 always takes the likeliest. With the KV cache each step reads one token;
     once the context outgrows block_size, the window of the last block_size tokens is read anew
-    (the learned positions of a shifted window differ, so the cache cannot be reused)."""
+    (the positions of a shifted window differ, so the cached keys cannot be reused)."""
     was_training = model.training
     model.eval()
     block_size, caches = model.config.block_size, None
@@ -613,8 +730,9 @@ def setup(tc, ckpt, d, log):
     val_steps = min(tc.val_tokens, val_loader.tokens_per_epoch - 1) // (B * T * d.world_size)
     with torch.device(d.device):  # initialise on the GPU: seconds instead of a minute for gpt2-xl
         raw_model = GPT(model_config(tc, tokenizer.vocab_size))
+    muon_lr = recipe_options(tc).get("muon_lr")
     optimizer = configure_optimizer(raw_model, tc.weight_decay, tc.max_lr, (tc.beta1, tc.beta2),
-                                    tc.eps, d.device_type)
+                                    tc.eps, d.device_type, muon_lr)
     # float16's narrow range underflows small gradients; GradScaler multiplies the loss up before
     # backward and divides the gradients back down, skipping steps whose gradients overflowed.
     scaler = torch.amp.GradScaler(d.device_type) if amp_dtype == torch.float16 else None
@@ -636,7 +754,8 @@ def setup(tc, ckpt, d, log):
     n_params = sum(p.numel() for p in raw_model.parameters())
     c, amp = raw_model.config, str(amp_dtype).removeprefix("torch.")
     log.print(f"model {tc.model}: {n_params:,} parameters ({c.n_layer} layers, {c.n_head} heads,"
-              f" width {c.n_embd}, vocab {c.vocab_size} padded to {c.padded_vocab_size})")
+              f" width {c.n_embd}, vocab {c.vocab_size} padded to {c.padded_vocab_size});"
+              f" recipe {tc.recipe} {recipe_options(tc)}")
     log.print(f"device {device_name(d)} x {d.world_size}, autocast {amp}, compile {use_compile};"
               f" batch {tc.total_batch_size:,} tokens = {d.world_size} processes x"
               f" {run.grad_accum_steps} micro steps x {B} x {T}")
@@ -731,7 +850,9 @@ def loop(r):
                                     scaler=r.scaler, loader=r.train_loader, config=tc,
                                     tokenizer=r.tokenizer, run=d)
             log.print(f"saved {path}")
-    if step == tc.max_steps and d.master:  # the finished model, for transformers, lm-eval, ...
+    if step == tc.max_steps and d.master and hf_gpt2.not_gpt2(r.raw_model.config):
+        log.print(f"skipped the Hugging Face export: {hf_gpt2.not_gpt2(r.raw_model.config)}")
+    elif step == tc.max_steps and d.master:  # the finished model, for transformers, lm-eval, ...
         r.raw_model.save_pretrained(os.path.join(tc.log_dir, "hf"), tokenizer=r.tokenizer)
         log.print(f"saved {os.path.join(tc.log_dir, 'hf')} (Hugging Face format, with tokenizer)")
 
