@@ -63,7 +63,7 @@ TRAIN_OVERRIDES = {
     "weight_decay": 0.1,
     "val_tokens": 32768,            # tokens per val estimate (the whole val split when smaller)
     "device": "cpu",                # a GPU would work too, but this run is about the laptop
-    "compile": "false",             # compiling costs more than it saves in a run this short
+    "compile": "false",             # compiled, this run took 1.2-1.3x the CPU time (README, Benchmarks)
     "hellaswag": False,             # HellaSwag needs a download and a bigger model to mean anything
     "num_samples": 2,
     "sample_tokens": 48,

@@ -27,6 +27,7 @@ char = byte on this ASCII text). nanoGPT's anchors on this machine (see issue 6)
 """
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -70,6 +71,7 @@ class Recipe:
     grad_clip: float = 1.0       # global gradient-norm clip (0 disables; clipping helped: 2.87 -> 2.78 in 10 s)
     dropout: float = 0.0         # train_gpt2.GPTConfig.dropout: regularises runs that see the text many times
     sampler: str = "random"      # random: each sequence from a random offset (i.i.d. batches); stream: train_gpt2's loader
+    compile: bool = False        # torch.compile (its compilation on the clock): fewer steps and a worse loss in 71 s (README)
     threads: int = 2             # torch intra-op threads: one per core
     seed: int = 1337             # seeds the init, the batches and nothing else
 
@@ -182,6 +184,7 @@ def run(recipe, tokenizer_path, shard_dir, *, budget=None, steps=None, clock="wa
         nats = tg.evaluate_loss(model, val_loader, val_steps, "cpu", torch.float32)
         return nats, nats / math.log(2) / val_loader.bytes_per_token, time.perf_counter() - t0
 
+    step_model = torch.compile(model) if recipe.compile else model  # compiled at its first step, on the clock
     now = clock_fn(clock)
     pending = sorted(evals)
     curve, elapsed, step, eval_s = [], 0.0, 0, 0.0
@@ -189,7 +192,7 @@ def run(recipe, tokenizer_path, shard_dir, *, budget=None, steps=None, clock="wa
         progress = step / steps if steps is not None else elapsed / budget
         lr = lr_at(recipe, step, progress)
         t0 = now()
-        loss, _ = tg.train_step(model, optimizer, train_loader, grad_accum_steps=1, lr=lr,
+        loss, _ = tg.train_step(step_model, optimizer, train_loader, grad_accum_steps=1, lr=lr,
                                 grad_clip=recipe.grad_clip, device="cpu", amp_dtype=torch.float32)
         loss = loss.item()
         elapsed += now() - t0
@@ -229,7 +232,7 @@ def parse_args(argv):
     p.add_argument("--json", default=None, help="append one JSON line per run to this file")
     comments = flags.field_help(Recipe)
     for f in dataclasses.fields(Recipe):
-        p.add_argument(f"--{f.name}", type=f.type, default=None,
+        p.add_argument(f"--{f.name}", type=functools.partial(flags.convert, f.name, typ=f.type), default=None,
                        help=f"{comments.get(f.name, '')}; None = as in the budget's recipe (RECIPES)")
     args = p.parse_args(argv)
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(Recipe) if getattr(args, f.name) is not None}
