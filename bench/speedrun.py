@@ -71,6 +71,7 @@ class Recipe:
     grad_clip: float = 1.0       # global gradient-norm clip (0 disables; clipping helped: 2.87 -> 2.78 in 10 s)
     dropout: float = 0.0         # train_gpt2.GPTConfig.dropout: regularises runs that see the text many times
     sampler: str = "random"      # random: each sequence from a random offset (i.i.d. batches); stream: train_gpt2's loader
+    recipe: str = "gpt2"         # train_gpt2.RECIPES: gpt2, or modern (RoPE, RMSNorm, ReLU^2, Muon, ...)
     compile: bool = False        # torch.compile (its compilation on the clock): fewer steps and a worse loss in 71 s (README)
     threads: int = 2             # torch intra-op threads: one per core
     seed: int = 1337             # seeds the init, the batches and nothing else
@@ -165,11 +166,14 @@ def run(recipe, tokenizer_path, shard_dir, *, budget=None, steps=None, clock="wa
     torch.manual_seed(recipe.seed)
     tok = bpe.load_tokenizer(tokenizer_path)
     B, T = recipe.batch_size, recipe.seq_len
+    options = dict(tg.RECIPES[recipe.recipe])
+    muon_lr = options.pop("muon_lr", None)
     config = tg.GPTConfig(block_size=T, vocab_size=tok.vocab_size, n_layer=recipe.n_layer,
                           n_head=recipe.n_head, n_embd=recipe.n_embd, vocab_multiple=64,
-                          dropout=recipe.dropout)
+                          dropout=recipe.dropout, **options)
     model = tg.GPT(config)
-    optimizer = tg.configure_optimizer(model, recipe.weight_decay, recipe.max_lr, (0.9, recipe.beta2), 1e-8, "cpu")
+    optimizer = tg.configure_optimizer(model, recipe.weight_decay, recipe.max_lr, (0.9, recipe.beta2), 1e-8, "cpu",
+                                       muon_lr=muon_lr)
     train_loader = tg.TokenShardLoader(shard_dir, "train", B, T, tok, seed=recipe.seed, shuffle=True)
     # Val in windows of T tokens at batch 1: every val token but the last < T is scored.
     val_loader = tg.TokenShardLoader(shard_dir, "val", 1, T, tok, shuffle=False)
@@ -242,6 +246,8 @@ def parse_args(argv):
             p.error("--schedule: cosine or linear")
         if recipe.sampler not in ("random", "stream"):
             p.error("--sampler: random or stream")
+        if recipe.recipe not in tg.RECIPES:
+            p.error(f"--recipe: {' or '.join(tg.RECIPES)}")
         if recipe.n_embd % recipe.n_head:
             p.error(f"--n_embd {recipe.n_embd} must divide by --n_head {recipe.n_head}")
     return args, overrides

@@ -64,3 +64,19 @@ def test_a_short_run_prints_bits_per_byte_and_writes_json(toy_text, tmp_path, ca
 def test_missing_data_file_is_a_one_line_error(tmp_path):
     with pytest.raises(SystemExit, match="not found"):
         bs.main(["--data", str(tmp_path / "nope.txt"), "--work", str(tmp_path), "--budgets", "1"])
+
+
+def test_the_modern_recipe_runs_with_muon(toy_text, tmp_path, capsys, keep_threads, monkeypatch):
+    import train_gpt2 as tg
+    built = []
+    real = tg.configure_optimizer
+    monkeypatch.setattr(tg, "configure_optimizer", lambda *a, **kw: built.append(real(*a, **kw)) or built[-1])
+    out = tmp_path / "runs.jsonl"
+    bs.main(["--data", toy_text, "--work", str(tmp_path / "work"), "--steps", "6", "--json", str(out),
+             "--vocab", "300", "--n_layer", "1", "--n_embd", "32", "--seq_len", "16", "--batch_size", "4",
+             "--warmup_steps", "2", "--threads", "1", "--recipe", "modern"])
+    assert isinstance(built[0], tg.Muon) and any(g["muon"] for g in built[0].param_groups)
+    record = json.loads(out.read_text().splitlines()[0])
+    assert record["steps"] == 6 and math.isfinite(record["bits_per_byte"])
+    with pytest.raises(SystemExit):
+        bs.main(["--data", toy_text, "--work", str(tmp_path / "work"), "--steps", "1", "--recipe", "nope"])
