@@ -226,15 +226,22 @@ def parse_args(argv):
         p.error(f"--max_docs {args.max_docs}: must be 0 (all documents) or positive")
     if args.threads < 0:
         p.error(f"--threads {args.threads}: must be 0 (torch's default) or positive")
+    taken = {name: f"first_run.py sets {name} itself; {why}" for name, why in FIXED_SETTINGS.items()}
+    return args, train_overrides(p, args.train, taken)
+
+
+def train_overrides(parser, items, taken):
+    """--train NAME=VALUE ... -> {NAME: VALUE}; a malformed item, or a NAME in `taken` (NAME: why
+    it may not be given), is a parser error."""
     overrides = {}
-    for item in args.train:
+    for item in items:
         name, eq, value = item.partition("=")
         if not eq:
-            p.error(f"--train {item}: expected NAME=VALUE")
-        if name in FIXED_SETTINGS:
-            p.error(f"--train {item}: first_run.py sets {name} itself; {FIXED_SETTINGS[name]}")
+            parser.error(f"--train {item}: expected NAME=VALUE")
+        if name in taken:
+            parser.error(f"--train {item}: {taken[name]}")
         overrides[name] = value
-    return args, overrides
+    return overrides
 
 
 def main(argv=None):

@@ -155,15 +155,8 @@ def parse_args(argv):
     for name in ("steps", "eval_every", "vocab"):
         if getattr(args, name) < 1:
             p.error(f"--{name} {getattr(args, name)}: must be positive")
-    train = {}
-    for item in args.train:
-        name, eq, value = item.partition("=")
-        if not eq:
-            p.error(f"--train {item}: expected NAME=VALUE")
-        if name in fr.FIXED_SETTINGS or name == "recipe" or name in MODERN:
-            p.error(f"--train {item}: each run sets {name} itself")
-        train[name] = value
-    args.train = train
+    args.train = fr.train_overrides(p, args.train, {name: f"each run sets {name} itself"
+                                                    for name in [*fr.FIXED_SETTINGS, "recipe", *MODERN]})
     return args
 
 
