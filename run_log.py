@@ -56,7 +56,7 @@ class RunLog:
         self.metrics(step=step, kind="val", loss=loss, bits_per_byte=bits_per_byte)
 
     def hellaswag(self, step, counts):
-        """counts: hellaswag.evaluate's, over all ranks."""
+        """counts: hellaswag_scoring.evaluate's, over all ranks."""
         total = counts["total"]
         acc, acc_norm = counts["correct"] / total, counts["correct_norm"] / total
         self.print(f"step {step:5d} | HellaSwag acc_norm {acc_norm:.4f} (acc {acc:.4f}, {total} examples)")

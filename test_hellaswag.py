@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 import bpe
 import hellaswag
+import hellaswag_scoring
 from chunked_loss import IGNORE
 
 VOCAB = 50257  # GPT-2's; the tokenizer below emits ids up to 50256
@@ -168,7 +169,7 @@ def test_loader_reads_official_format_unicode_long_contexts_many_examples(tmp_pa
         for i, ex in enumerate(exs):
             f.write(json.dumps(ex, ensure_ascii=(i % 2 == 0)) + "\n")
         f.write("\n")  # a trailing blank line is not an example
-    loaded = hellaswag.load_examples(str(path))
+    loaded = hellaswag_scoring.load_examples(str(path))
     assert loaded == exs
     assert list(loaded[0]) == ["ind", "activity_label", "ctx_a", "ctx_b", "ctx", "split",
                                "split_type", "label", "endings", "source_id"]
@@ -186,17 +187,17 @@ def _bad_file(tmp_path, examples, bad_line_3):
 def test_malformed_json_line_names_file_and_line(tmp_path, examples):
     path = _bad_file(tmp_path, examples, '{"ind": 5, "ctx": "unterminated')
     with pytest.raises(ValueError, match=rf"^{path}:3: malformed JSON \(Invalid control character at column 32\)$"):
-        hellaswag.load_examples(path)  # (json's message ends in " at": once it read "at at column")
+        hellaswag_scoring.load_examples(path)  # (json's message ends in " at": once it read "at at column")
     path = _bad_file(tmp_path, examples, "[1, 2, 3]")
     with pytest.raises(ValueError, match=rf"^{path}:3: expected a JSON object"):
-        hellaswag.load_examples(path)
+        hellaswag_scoring.load_examples(path)
 
 
 def test_not_utf8_names_line(tmp_path, examples):
     path = tmp_path / "latin1.jsonl"
     path.write_bytes(json.dumps(examples[0]).encode() + b"\n" + '{"ctx": "caf\xe9"}\n'.encode("latin-1"))
     with pytest.raises(ValueError, match=r"latin1.jsonl:2: not valid UTF-8"):
-        hellaswag.load_examples(str(path))
+        hellaswag_scoring.load_examples(str(path))
 
 
 @pytest.mark.parametrize("change, message", [
@@ -215,15 +216,15 @@ def test_bad_example_names_the_example(tmp_path, examples, change, message):
     bad = dict(examples[5], ind=4242, **change)
     path = _bad_file(tmp_path, examples, json.dumps(bad))
     with pytest.raises(ValueError, match=rf"^{path}:3 \(example ind=4242\): {message}"):
-        hellaswag.load_examples(path)
+        hellaswag_scoring.load_examples(path)
 
 
 def test_empty_or_missing_file(tmp_path):
     (tmp_path / "empty.jsonl").write_text("\n")
     with pytest.raises(ValueError, match="empty.jsonl: no examples"):
-        hellaswag.load_examples(str(tmp_path / "empty.jsonl"))
+        hellaswag_scoring.load_examples(str(tmp_path / "empty.jsonl"))
     with pytest.raises(FileNotFoundError):
-        hellaswag.load_examples(str(tmp_path / "nope.jsonl"))
+        hellaswag_scoring.load_examples(str(tmp_path / "nope.jsonl"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -231,7 +232,7 @@ def test_empty_or_missing_file(tmp_path):
 
 def test_mask_covers_exactly_the_ending_tokens(examples, tok):
     for ex in examples:
-        tokens, mask, label = hellaswag.render_example(ex, tok)
+        tokens, mask, label = hellaswag_scoring.render_example(ex, tok)
         ctx = tok.encode_ordinary(ex["ctx"])
         ends = [tok.encode_ordinary(" " + e) for e in ex["endings"]]
         assert label == ex["label"]
@@ -245,7 +246,7 @@ def test_mask_covers_exactly_the_ending_tokens(examples, tok):
             assert mask[i, n:].sum() == 0 and tokens[i, n:].sum() == 0          # padding: zeros, unmasked
             assert tok.decode(ctx + end) == ex["ctx"] + " " + ex["endings"][i]  # lossless text
     # the ending's leading space belongs to its first token, as in running text
-    tokens, mask, _ = hellaswag.render_example(OFFICIAL_FIRST, tok)
+    tokens, mask, _ = hellaswag_scoring.render_example(OFFICIAL_FIRST, tok)
     assert tok.decode(tokens[3][mask[3] == 1].tolist()) == " starts pulling up roofing on a roof."
 
 
@@ -254,7 +255,7 @@ def test_render_truncates_context_from_the_left(examples, tok):
     full_ctx = tok.encode_ordinary(ex["ctx"])
     ends = [tok.encode_ordinary(" " + e) for e in ex["endings"]]
     max_len = max(map(len, ends)) + 5
-    tokens, mask, _ = hellaswag.render_example(ex, tok, max_len=max_len)
+    tokens, mask, _ = hellaswag_scoring.render_example(ex, tok, max_len=max_len)
     assert tokens.size(1) == max_len
     for i, end in enumerate(ends):
         assert tokens[i][mask[i] == 1].tolist() == end                      # ending intact
@@ -262,10 +263,10 @@ def test_render_truncates_context_from_the_left(examples, tok):
     longest = max(map(len, ends))
     with pytest.raises(ValueError, match=rf"example ind=\d+: an ending of {longest} tokens does not fit the "
                                          rf"model's context of {longest - 1} tokens"):
-        hellaswag.render_example(ex, tok, max_len=longest)  # a row of `longest` = a context of longest - 1
-    hellaswag.check_endings_fit([ex], tok, block_size=longest)  # fits: one context token + the ending
+        hellaswag_scoring.render_example(ex, tok, max_len=longest)  # a row of `longest` = a context of longest - 1
+    hellaswag_scoring.check_endings_fit([ex], tok, block_size=longest)  # fits: one context token + the ending
     with pytest.raises(ValueError, match="does not fit"):
-        hellaswag.check_endings_fit(examples, tok, block_size=longest - 1)
+        hellaswag_scoring.check_endings_fit(examples, tok, block_size=longest - 1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -273,19 +274,19 @@ def test_render_truncates_context_from_the_left(examples, tok):
 
 @pytest.mark.parametrize("batch_size", [1, 5])  # 5: the last batch is partial
 def test_rigged_models_score_100_and_0_percent(examples, tok, batch_size):
-    for_label = hellaswag.evaluate(rigged(examples, tok, True), examples, tok, "cpu", batch_size=batch_size)
+    for_label = hellaswag_scoring.evaluate(rigged(examples, tok, True), examples, tok, "cpu", batch_size=batch_size)
     assert for_label == {"total": len(examples), "correct": len(examples), "correct_norm": len(examples)}
-    against = hellaswag.evaluate(rigged(examples, tok, False), examples, tok, "cpu", batch_size=batch_size)
+    against = hellaswag_scoring.evaluate(rigged(examples, tok, False), examples, tok, "cpu", batch_size=batch_size)
     assert against == {"total": len(examples), "correct": 0, "correct_norm": 0}
 
 
 def test_batched_scoring_equals_one_at_a_time(examples, tok):
     model, tok = TinyCausalLM().eval(), FoldedTokenizer(tok)
-    rendered = [hellaswag.render_example(ex, tok) for ex in examples]
+    rendered = [hellaswag_scoring.render_example(ex, tok) for ex in examples]
     assert len({r[0].size(1) for r in rendered}) > 5  # rows of many lengths -> real padding
-    one = [hellaswag.score_batch(model, [r], "cpu") for r in rendered]
+    one = [hellaswag_scoring.score_batch(model, [r], "cpu") for r in rendered]
     one_sum, one_mean = torch.cat([s for s, _ in one]), torch.cat([m for _, m in one])
-    batch_sum, batch_mean = hellaswag.score_batch(model, rendered, "cpu")
+    batch_sum, batch_mean = hellaswag_scoring.score_batch(model, rendered, "cpu")
     torch.testing.assert_close(batch_sum, one_sum, rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(batch_mean, one_mean, rtol=1e-5, atol=1e-5)
     # and the numbers are the plain definition: summed/mean cross-entropy of the ending tokens
@@ -295,7 +296,7 @@ def test_batched_scoring_equals_one_at_a_time(examples, tok):
     torch.testing.assert_close(one_sum[0], losses.sum(1), rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(one_mean[0], losses.sum(1) / mask.sum(1), rtol=1e-5, atol=1e-5)
     # evaluate() in batches (sorted by length) counts what one-at-a-time scoring picks
-    counts = hellaswag.evaluate(model, examples, tok, "cpu", batch_size=5)
+    counts = hellaswag_scoring.evaluate(model, examples, tok, "cpu", batch_size=5)
     labels = torch.tensor([ex["label"] for ex in examples])
     assert counts == {"total": len(examples), "correct": int((one_sum.argmin(1) == labels).sum()),
                       "correct_norm": int((one_mean.argmin(1) == labels).sum())}
@@ -303,47 +304,47 @@ def test_batched_scoring_equals_one_at_a_time(examples, tok):
 
 def test_split_over_ranks_sums_to_single_process(examples, tok):
     model, folded = TinyCausalLM(seed=1), FoldedTokenizer(tok)
-    single = hellaswag.evaluate(model, examples, folded, "cpu", batch_size=4)
+    single = hellaswag_scoring.evaluate(model, examples, folded, "cpu", batch_size=4)
     assert single["total"] == len(examples)
     for world_size in (2, 5):  # 23 examples: uneven shares
-        parts = [hellaswag.evaluate(model, examples, folded, "cpu", rank=r, world_size=world_size, batch_size=4)
+        parts = [hellaswag_scoring.evaluate(model, examples, folded, "cpu", rank=r, world_size=world_size, batch_size=4)
                  for r in range(world_size)]
         assert [p["total"] for p in parts] == [len(examples[r::world_size]) for r in range(world_size)]
         assert {k: sum(p[k] for p in parts) for k in single} == single
     # the ranks score disjoint shares: a rig on rank 1's share only scores 100% there
     share = examples[1::2]
     model = rigged(share, tok, True)
-    assert hellaswag.evaluate(model, examples, tok, "cpu", rank=1, world_size=2)["correct"] == len(share)
+    assert hellaswag_scoring.evaluate(model, examples, tok, "cpu", rank=1, world_size=2)["correct"] == len(share)
 
 
 def test_evaluate_restores_mode_respects_block_size_and_shows_progress(examples, tok, capsys):
     model, tok = TinyCausalLM(block_size=40).train(), FoldedTokenizer(tok)
-    counts = hellaswag.evaluate(model, examples[:6], tok, "cpu", batch_size=2, progress=True)
+    counts = hellaswag_scoring.evaluate(model, examples[:6], tok, "cpu", batch_size=2, progress=True)
     assert counts["total"] == 6
     assert model.training  # restored after evaluation
     assert max(model.seen_lengths) == 40  # long contexts were truncated to fit block_size
     assert "hellaswag" in capsys.readouterr().err  # the progress bar (stderr)
     # dropout was off while scoring: the result is deterministic despite p=0.5 in train mode
-    again = hellaswag.evaluate(model, examples[:6], tok, "cpu", batch_size=3)
+    again = hellaswag_scoring.evaluate(model, examples[:6], tok, "cpu", batch_size=3)
     assert again == counts
 
 
 def test_batch_size_follows_the_device(examples, tok, monkeypatch):
     """The trainer calls evaluate() without a batch size: one example per forward pass on a CPU
     (batching is no faster there and its logits cost memory), 16 on a GPU."""
-    assert hellaswag.default_batch_size("cpu") == hellaswag.default_batch_size(torch.device("cpu")) == 1
-    assert hellaswag.default_batch_size("cuda") == hellaswag.default_batch_size("cuda:1") == 16
-    assert hellaswag.default_batch_size(torch.device("cuda", 0)) == hellaswag.default_batch_size("mps") == 16
+    assert hellaswag_scoring.default_batch_size("cpu") == hellaswag_scoring.default_batch_size(torch.device("cpu")) == 1
+    assert hellaswag_scoring.default_batch_size("cuda") == hellaswag_scoring.default_batch_size("cuda:1") == 16
+    assert hellaswag_scoring.default_batch_size(torch.device("cuda", 0)) == hellaswag_scoring.default_batch_size("mps") == 16
     model, folded = TinyCausalLM(), FoldedTokenizer(tok)
-    counts = hellaswag.evaluate(model, examples, folded, "cpu")   # as the trainer calls it
+    counts = hellaswag_scoring.evaluate(model, examples, folded, "cpu")   # as the trainer calls it
     assert len(model.seen_lengths) == len(examples) and counts["total"] == len(examples)
-    assert counts == hellaswag.evaluate(model, examples, folded, "cpu", batch_size=16)   # an explicit size still wins
+    assert counts == hellaswag_scoring.evaluate(model, examples, folded, "cpu", batch_size=16)   # an explicit size still wins
     assert len(model.seen_lengths) == len(examples) + 2   # 23 examples: 16 + 7
     # On a GPU (none here: the scoring is stood in for), the examples go 16 to a pass.
     batches = []
-    monkeypatch.setattr(hellaswag, "score_batch", lambda model, batch, device, amp_dtype=None: batches.append(
+    monkeypatch.setattr(hellaswag_scoring, "score_batch", lambda model, batch, device, amp_dtype=None: batches.append(
         (len(batch), device)) or (torch.zeros(len(batch), 4), torch.zeros(len(batch), 4)))
-    assert hellaswag.evaluate(model, examples, folded, "cuda:0")["total"] == len(examples)
+    assert hellaswag_scoring.evaluate(model, examples, folded, "cuda:0")["total"] == len(examples)
     assert batches == [(16, "cuda:0"), (7, "cuda:0")]
 
 
@@ -354,26 +355,26 @@ def test_download_into_cache_then_reuse(tmp_path, monkeypatch, examples, capsys)
     source = tmp_path / "server"
     source.mkdir()
     write_jsonl(source / "hellaswag_val.jsonl", examples)
-    monkeypatch.setattr(hellaswag, "DATA_URL", source.as_uri() + "/hellaswag_{split}.jsonl")
+    monkeypatch.setattr(hellaswag_scoring, "DATA_URL", source.as_uri() + "/hellaswag_{split}.jsonl")
     cache = tmp_path / "cache" / "hs"
-    path = hellaswag.download("val", str(cache))
-    assert path == hellaswag.default_data_path("val", str(cache)) == str(cache / "hellaswag_val.jsonl")
-    assert hellaswag.load_examples(path) == examples
+    path = hellaswag_scoring.download("val", str(cache))
+    assert path == hellaswag_scoring.default_data_path("val", str(cache)) == str(cache / "hellaswag_val.jsonl")
+    assert hellaswag_scoring.load_examples(path) == examples
     assert os.listdir(cache) == ["hellaswag_val.jsonl"]  # no temp files left behind
     (source / "hellaswag_val.jsonl").unlink()
-    assert hellaswag.download("val", str(cache)) == path  # cached: no second download
+    assert hellaswag_scoring.download("val", str(cache)) == path  # cached: no second download
     assert hellaswag.main(["--download-only", "--cache-dir", str(cache)]) is None
     assert capsys.readouterr().out == f"{path}: {len(examples)} examples\n"
     with pytest.raises(ValueError, match="unknown HellaSwag split 'dev'"):
-        hellaswag.default_data_path("dev")
+        hellaswag_scoring.default_data_path("dev")
 
 
 def test_download_offline_is_a_clear_error_and_leaves_nothing(tmp_path, monkeypatch):
-    assert hellaswag.DATA_URL == "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_{split}.jsonl"
-    monkeypatch.setattr(hellaswag, "DATA_URL", "http://127.0.0.1:9/hellaswag_{split}.jsonl")  # nothing listens
+    assert hellaswag_scoring.DATA_URL == "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_{split}.jsonl"
+    monkeypatch.setattr(hellaswag_scoring, "DATA_URL", "http://127.0.0.1:9/hellaswag_{split}.jsonl")  # nothing listens
     with pytest.raises(ValueError, match=r"^could not download http://127.0.0.1:9/hellaswag_val.jsonl "
                                          r"\(.*\); pass --data PATH to a local hellaswag_val.jsonl$"):
-        hellaswag.download("val", str(tmp_path))
+        hellaswag_scoring.download("val", str(tmp_path))
     assert os.listdir(tmp_path) == []
 
     class Broken:  # a connection that dies mid-file
@@ -382,16 +383,16 @@ def test_download_offline_is_a_clear_error_and_leaves_nothing(tmp_path, monkeypa
         def read(self, n=-1): raise TimeoutError("timed out")
     monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: Broken())
     with pytest.raises(ValueError, match=r"could not download .* \(timed out\)"):
-        hellaswag.download("val", str(tmp_path))
+        hellaswag_scoring.download("val", str(tmp_path))
     assert os.listdir(tmp_path) == []  # no half-written file that a later run would trust
 
 
 def test_cache_dir_defaults(monkeypatch, tmp_path):
     monkeypatch.setenv("GPT2_REPRO_CACHE", str(tmp_path))
-    assert hellaswag.default_data_path("train") == str(tmp_path / "hellaswag" / "hellaswag_train.jsonl")
+    assert hellaswag_scoring.default_data_path("train") == str(tmp_path / "hellaswag" / "hellaswag_train.jsonl")
     monkeypatch.delenv("GPT2_REPRO_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert hellaswag.default_cache_dir() == str(tmp_path / "xdg" / "gpt2-repro" / "hellaswag")
+    assert hellaswag_scoring.default_cache_dir() == str(tmp_path / "xdg" / "gpt2-repro" / "hellaswag")
 
 
 def test_cli_help_and_bad_input_are_one_line_errors(tmp_path, examples, capsys, monkeypatch):
@@ -404,7 +405,7 @@ def test_cli_help_and_bad_input_are_one_line_errors(tmp_path, examples, capsys, 
     path = _bad_file(tmp_path, examples, "{nope")
     with pytest.raises(SystemExit, match=rf"^hellaswag.py: error: {path}:3: malformed JSON"):
         hellaswag.main(["--model", "gpt2", "--data", path])
-    monkeypatch.setattr(hellaswag, "DATA_URL", "http://127.0.0.1:9/hellaswag_{split}.jsonl")
+    monkeypatch.setattr(hellaswag_scoring, "DATA_URL", "http://127.0.0.1:9/hellaswag_{split}.jsonl")
     with pytest.raises(SystemExit, match=r"^hellaswag.py: error: could not download .*; pass --data PATH"):
         hellaswag.main(["--model", "gpt2", "--cache-dir", str(tmp_path / "c")])
 
@@ -415,7 +416,7 @@ def test_cli_threads_and_batch_size(tmp_path, examples, monkeypatch, capsys):
     _tiny_gpt().save_pretrained(str(tmp_path / "hf"))
     data = write_jsonl(tmp_path / "h.jsonl", examples[:2])
     seen = []
-    monkeypatch.setattr(hellaswag, "evaluate", lambda *a, batch_size, **kw: seen.append(
+    monkeypatch.setattr(hellaswag_scoring, "evaluate", lambda *a, batch_size, **kw: seen.append(
         (batch_size, torch.get_num_threads())) or {"total": 1, "correct": 1, "correct_norm": 1})
     threads = torch.get_num_threads()
     try:
@@ -446,7 +447,7 @@ def test_cli_evaluates_a_saved_gpt_and_a_checkpoint(tmp_path, examples, tok, cap
     examples = examples[:10]
     data = write_jsonl(tmp_path / "hellaswag_val.jsonl", examples)
     model = _tiny_gpt()
-    expected = hellaswag.evaluate(model, examples, tok, "cpu")
+    expected = hellaswag_scoring.evaluate(model, examples, tok, "cpu")
     # Hugging Face format directory, in-process
     model.save_pretrained(str(tmp_path / "hf"))
     assert hellaswag.main(["--model", str(tmp_path / "hf"), "--data", data, "--device", "cpu",
@@ -459,9 +460,9 @@ def test_cli_evaluates_a_saved_gpt_and_a_checkpoint(tmp_path, examples, tok, cap
     ckpt = str(tmp_path / "ckpt_000010.pt")
     checkpoints.save_checkpoint(ckpt, {"model": model.state_dict(), "model_config": dataclasses.asdict(model.config),
                                       "config": {"tokenizer": "gpt2"}})
-    first4 = hellaswag.evaluate(model, examples[:4], tok, "cpu")
+    first4 = hellaswag_scoring.evaluate(model, examples[:4], tok, "cpu")
     out = subprocess.run([sys.executable, "hellaswag.py", "--checkpoint", ckpt, "--data", data, "--limit", "4"],
-                         cwd=os.path.dirname(os.path.abspath(hellaswag.__file__)), capture_output=True, text=True)
+                         cwd=os.path.dirname(os.path.abspath(hellaswag_scoring.__file__)), capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     last = out.stdout.strip().splitlines()[-1]
     assert last.startswith(f"hellaswag hellaswag_val.jsonl: acc {first4['correct'] / 4:.4f} ({first4['correct']}/4) "
@@ -476,10 +477,10 @@ def test_cli_evaluates_a_saved_gpt_and_a_checkpoint(tmp_path, examples, tok, cap
 def test_real_gpt_batched_equals_one_at_a_time(examples, tok):
     """train_gpt2.GPT (block_size 64, so long contexts are truncated) scores the same in any batch."""
     model = _tiny_gpt(seed=3)
-    rendered = [hellaswag.render_example(ex, tok, max_len=65) for ex in examples[:10]]
+    rendered = [hellaswag_scoring.render_example(ex, tok, max_len=65) for ex in examples[:10]]
     assert sum(r[0].size(1) == 65 for r in rendered) >= 3  # some were truncated to the block size
-    one = torch.cat([hellaswag.score_batch(model, [r], "cpu")[1] for r in rendered])
-    torch.testing.assert_close(hellaswag.score_batch(model, rendered, "cpu")[1], one, rtol=1e-5, atol=1e-5)
+    one = torch.cat([hellaswag_scoring.score_batch(model, [r], "cpu")[1] for r in rendered])
+    torch.testing.assert_close(hellaswag_scoring.score_batch(model, rendered, "cpu")[1], one, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("amp_dtype", [None, torch.bfloat16])
@@ -489,10 +490,10 @@ def test_real_gpt_scores_are_the_cross_entropy_of_its_logits(examples, tok, amp_
     matmul over other rows may round a bf16 logit differently: a looser 1e-5)."""
     rtol = 1e-6 if amp_dtype is None else 1e-5
     model = _tiny_gpt(seed=4)
-    rendered = [hellaswag.render_example(ex, tok, max_len=65) for ex in examples[:6]]
-    sum_loss, mean_loss = hellaswag.score_batch(model, rendered, "cpu", amp_dtype)
+    rendered = [hellaswag_scoring.render_example(ex, tok, max_len=65) for ex in examples[:6]]
+    sum_loss, mean_loss = hellaswag_scoring.score_batch(model, rendered, "cpu", amp_dtype)
     for b, (tokens, mask, _) in enumerate(rendered):
-        with torch.no_grad(), hellaswag.autocast_for("cpu", amp_dtype):
+        with torch.no_grad(), hellaswag_scoring.autocast_for("cpu", amp_dtype):
             logits, _ = model(tokens[:, :-1])
         losses = F.cross_entropy(logits.float().transpose(1, 2), tokens[:, 1:], reduction="none") * mask[:, 1:]
         torch.testing.assert_close(sum_loss[b], losses.sum(1), rtol=rtol, atol=1e-5)
@@ -503,18 +504,18 @@ def test_autocast_follows_the_trainer(tmp_path, examples, monkeypatch):
     import contextlib
     import warnings
     import train_gpt2
-    assert isinstance(hellaswag.autocast_for("cpu"), contextlib.nullcontext)  # exact fp32 by default
-    assert isinstance(hellaswag.autocast_for(torch.device("cpu"), torch.float32), contextlib.nullcontext)
-    assert hellaswag.autocast_for("cpu", torch.bfloat16).fast_dtype == torch.bfloat16  # the run's --dtype wins
+    assert isinstance(hellaswag_scoring.autocast_for("cpu"), contextlib.nullcontext)  # exact fp32 by default
+    assert isinstance(hellaswag_scoring.autocast_for(torch.device("cpu"), torch.float32), contextlib.nullcontext)
+    assert hellaswag_scoring.autocast_for("cpu", torch.bfloat16).fast_dtype == torch.bfloat16  # the run's --dtype wins
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "CUDA is not available" on CPU-only machines
-        cuda = hellaswag.autocast_for("cuda:0", torch.float16)
+        cuda = hellaswag_scoring.autocast_for("cuda:0", torch.float16)
     assert isinstance(cuda, torch.autocast) and cuda.device == "cuda" and cuda.fast_dtype == torch.float16
     # the command line scores in the dtype the trainer would pick for the device (bf16, fp16 or fp32)
     _tiny_gpt().save_pretrained(str(tmp_path / "hf"))
     seen = []
     monkeypatch.setattr(train_gpt2, "resolve_dtype", lambda request, device_type: (request, device_type))
-    monkeypatch.setattr(hellaswag, "evaluate", lambda *a, amp_dtype, **kw: seen.append(amp_dtype) or
+    monkeypatch.setattr(hellaswag_scoring, "evaluate", lambda *a, amp_dtype, **kw: seen.append(amp_dtype) or
                         {"total": 1, "correct": 1, "correct_norm": 1})
     hellaswag.main(["--model", str(tmp_path / "hf"), "--data", write_jsonl(tmp_path / "h.jsonl", examples[:1]),
                     "--device", "cpu"])

@@ -13,7 +13,7 @@ The recipe is GPT-2's architecture (Radford et al. 2019) trained with GPT-3's hy
 What is not about training lives beside this file, each part called here in one line:
 flags.py (--name=value, --help, config checks), shard_format.py (the data files),
 checkpoints.py (save, load, exact resume), hf_gpt2.py (OpenAI's weights, Hugging Face format),
-hellaswag.py (the benchmark), peak_flops.py (GPU datasheets), files.py and errors.py.
+hellaswag_scoring.py (the benchmark), peak_flops.py (GPU datasheets), files.py and errors.py.
 """
 import bisect
 import contextlib
@@ -34,7 +34,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 import bpe
 import checkpoints
 import flags
-import hellaswag
+import hellaswag_scoring
 import hf_gpt2
 import shard_format
 from chunked_loss import linear_cross_entropy
@@ -746,8 +746,8 @@ def setup(tc, ckpt, d, log):
         # Compiling the DDP-wrapped model lets torch.compile split the graph at DDP's gradient
         # buckets, so the all-reduce of one bucket overlaps the backward of the next.
         model = torch.compile(model)
-    hs = hellaswag.examples_for_training(tc.hellaswag_path, tokenizer, raw_model.config.block_size,
-                                         log.print) if tc.hellaswag else None
+    hs = None if not tc.hellaswag else hellaswag_scoring.examples_for_training(
+        tc.hellaswag_path, tokenizer, raw_model.config.block_size, log.print)
     run = Run(tc, d, log, tokenizer, raw_model, model, optimizer, scaler, train_loader, val_loader,
               val_steps, amp_dtype, tc.total_batch_size // (B * T * d.world_size), hs, start_step,
               start_step in run_log.logged_steps(tc.log_dir, "val") if ckpt else False)
@@ -780,8 +780,9 @@ def evaluate_and_sample(r, step, final):
         log.val(step, val_loss, val_loss / math.log(2) / bpt if bpt else None)
         if r.hellaswag_examples is not None:  # through raw_model: compile stays on the train path
             # Each rank scores its share of the examples; the counts are summed over ranks.
-            counts = hellaswag.evaluate(r.raw_model, r.hellaswag_examples, r.tokenizer, d.device,
-                                        rank=d.rank, world_size=d.world_size, amp_dtype=r.amp_dtype)
+            counts = hellaswag_scoring.evaluate(r.raw_model, r.hellaswag_examples, r.tokenizer,
+                                                d.device, rank=d.rank, world_size=d.world_size,
+                                                amp_dtype=r.amp_dtype)
             log.hellaswag(step, counts)
     if d.master and step > 0 and (step % tc.sample_interval == 0 or final):
         generator = torch.Generator(device=d.device).manual_seed(tc.seed + step)

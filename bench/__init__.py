@@ -2,7 +2,7 @@
 
     bench/bpe_speed.py        bpe.py's tokenizer training and encoding speed vs HF tokenizers / tiktoken
     bench/fineweb_speed.py    fineweb.py's tokenizing pipeline vs the common nanoGPT-style script
-    bench/hellaswag_speed.py  hellaswag.evaluate on the CPU, batched vs one example at a time
+    bench/hellaswag_speed.py  hellaswag_scoring.evaluate on the CPU, batched vs one example at a time
     bench/gpu.py              GPU throughput of train_gpt2.py's real training step
     bench/speedrun.py         CPU speedrun: val bits/byte on tinyshakespeare in N seconds
     bench/sample_speed.py     sampling with train_gpt2's KV cache vs recomputing the context

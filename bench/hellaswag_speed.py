@@ -1,4 +1,4 @@
-"""Benchmark hellaswag.evaluate on the CPU: examples/s batched vs one example per forward pass.
+"""Benchmark hellaswag_scoring.evaluate on the CPU: examples/s batched vs one example per forward pass.
 
     python -m bench.hellaswag_speed               # 128 synthetic examples, a small GPT
     python -m bench.hellaswag_speed --memory      # also the peak memory of each batch size
@@ -24,7 +24,7 @@ import time
 import torch
 
 import bpe
-import hellaswag
+import hellaswag_scoring
 import train_gpt2
 from bench import REPO_ROOT
 
@@ -65,7 +65,7 @@ def time_modes(model, examples, tok, batch_sizes, repeats):
     for r in range(repeats):
         for b in (batch_sizes if r % 2 == 0 else batch_sizes[::-1]):
             start, start_cpu = time.perf_counter(), time.process_time()
-            counts[b] = hellaswag.evaluate(model, examples, tok, "cpu", batch_size=b)
+            counts[b] = hellaswag_scoring.evaluate(model, examples, tok, "cpu", batch_size=b)
             wall[b] = min(wall[b], time.perf_counter() - start)
             cpu[b] = min(cpu[b], time.process_time() - start_cpu)
     return wall, cpu, counts
@@ -121,17 +121,17 @@ def main():
         torch.set_num_threads(args.threads)
 
     tok = load_gpt2_tokenizer()
-    examples = hellaswag.load_examples(args.data) if args.data else synthetic_examples(args.examples)
+    examples = hellaswag_scoring.load_examples(args.data) if args.data else synthetic_examples(args.examples)
     examples = examples[:args.examples]
     model = make_model(args.n_layer, args.n_head, args.n_embd)
     if args.memory_child:
         before = _status_mb("VmRSS")
         _reset_peak()
-        hellaswag.evaluate(model, examples, tok, "cpu", batch_size=args.memory_child)
+        hellaswag_scoring.evaluate(model, examples, tok, "cpu", batch_size=args.memory_child)
         print(f"{before:.1f} {_status_mb('VmHWM'):.1f}")
         return
     n_params = sum(p.numel() for p in model.parameters())
-    rows = [hellaswag.render_example(ex, tok)[0].size(1) for ex in examples]
+    rows = [hellaswag_scoring.render_example(ex, tok)[0].size(1) for ex in examples]
     print(f"model: train_gpt2.GPT, {args.n_layer} layers, {args.n_embd} wide, {n_params / 1e6:.1f}M params; "
           f"{len(examples)} examples ({'file ' + args.data if args.data else 'synthetic'}), "
           f"mean row length {sum(rows) / len(rows):.0f} tokens; torch {torch.__version__}, "
@@ -140,9 +140,9 @@ def main():
 
     start = time.perf_counter()
     for ex in examples:
-        hellaswag.render_example(ex, tok)
+        hellaswag_scoring.render_example(ex, tok)
     render_s = time.perf_counter() - start
-    hellaswag.evaluate(model, examples[:8], tok, "cpu", batch_size=4)  # warm-up
+    hellaswag_scoring.evaluate(model, examples[:8], tok, "cpu", batch_size=4)  # warm-up
 
     batch_sizes = sorted({1, *args.batch_sizes})
     wall, cpu, counts = time_modes(model, examples, tok, batch_sizes, args.repeats)
@@ -152,8 +152,8 @@ def main():
         print(f"{name:>18}: {n / wall[b]:6.1f} examples/s wall ({wall[b]:.2f} s, {wall[1] / wall[b]:.2f}x) | "
               f"{n / cpu[b]:6.1f} examples per CPU-second ({cpu[1] / cpu[b]:.2f}x) | {counts[b]}")
     assert all(c == counts[1] for c in counts.values()), "batched and one-at-a-time scoring disagree"
-    print(f"tokenizing alone: {len(examples) / render_s:.0f} examples/s; hellaswag.evaluate's default on a "
-          f"CPU: {hellaswag.default_batch_size('cpu')}/pass; load average after: "
+    print(f"tokenizing alone: {len(examples) / render_s:.0f} examples/s; hellaswag_scoring.evaluate's default on a "
+          f"CPU: {hellaswag_scoring.default_batch_size('cpu')}/pass; load average after: "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if args.memory:
         for b in batch_sizes:

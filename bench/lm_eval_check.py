@@ -17,7 +17,7 @@ alike, lm-eval each row on its own): the check counts those apart.
 Steps: a Hugging Face directory with its tokenizer (a random train_gpt2.GPT exported with
 save_pretrained + hf_gpt2.save_tokenizer, or --model DIR), the examples as a jsonl file, the
 lm-eval task YAML over that file (task_yaml: the one --write-task writes), then
-lm_eval.simple_evaluate(model="hf") and hellaswag.evaluate (our GPT loaded from the same
+lm_eval.simple_evaluate(model="hf") and hellaswag_scoring.evaluate (our GPT loaded from the same
 directory) on the same examples. The task reads the jsonl's raw `ctx` and `endings`, as hellaswag.py
 does; lm-eval's built-in `hellaswag` task instead downloads the dataset from the Hub and rewrites
 the text (ctx_a + capitalised ctx_b, bracketed markers removed), so its figures differ a little.
@@ -32,7 +32,7 @@ import torch
 
 import bpe
 import files
-import hellaswag
+import hellaswag_scoring
 import hf_gpt2
 import train_gpt2
 from bench.hellaswag_speed import synthetic_examples
@@ -125,17 +125,17 @@ def check(hf_dir, examples, tokenizer, batch_size=16, log=print):
         write_task(tmp, data)
         lm_acc, lm_acc_norm, logliks = run_lm_eval(hf_dir, tmp, batch_size)
     model = train_gpt2.GPT.from_pretrained(hf_dir).eval()
-    counts = hellaswag.evaluate(model, examples, tokenizer, "cpu", batch_size=batch_size)
+    counts = hellaswag_scoring.evaluate(model, examples, tokenizer, "cpu", batch_size=batch_size)
     # The same log-likelihoods from our side (ll = -loss), and each ending's token count (its mask's sum).
     max_len = model.config.block_size + 1  # a row of context + ending, its last token not an input
-    rendered = [hellaswag.render_example(example, tokenizer, max_len) for example in examples]
-    ours = torch.cat([hellaswag.score_batch(model, rendered[i:i + batch_size], "cpu")[0]
+    rendered = [hellaswag_scoring.render_example(example, tokenizer, max_len) for example in examples]
+    ours = torch.cat([hellaswag_scoring.score_batch(model, rendered[i:i + batch_size], "cpu")[0]
                       for i in range(0, len(rendered), batch_size)])
     difference = (torch.tensor(logliks) + ours).abs().max(dim=1).values
     n_tokens = [mask.sum(dim=1).tolist() for _, mask, _ in rendered]
     # An example longer than the context is cut differently: hellaswag.py drops the same context
     # tokens from all four rows (enough for the longest ending), lm-eval cuts each row on its own.
-    cut = torch.tensor([hellaswag.render_example(example, tokenizer)[0].size(1) > max_len for example in examples])
+    cut = torch.tensor([hellaswag_scoring.render_example(example, tokenizer)[0].size(1) > max_len for example in examples])
     labels = [example["label"] for example in examples]
     n = len(examples)
     figures = {
@@ -184,13 +184,13 @@ def main(argv=None):
         if args.write_task:
             if not args.data:
                 raise ValueError("--write-task needs --data FILE: the jsonl file the task reads")
-            hellaswag.load_examples(args.data)  # a missing or malformed file: an error now, not in lm_eval
+            hellaswag_scoring.load_examples(args.data)  # a missing or malformed file: an error now, not in lm_eval
             path = write_task(args.write_task, args.data)
             print(f"wrote {path}; run:\n  {LM_EVAL_COMMAND.format(task_dir=args.write_task)}")
             return path
         if importlib.util.find_spec("lm_eval") is None:  # say so now, before any work
             raise ValueError('lm-eval is not installed: pip install "lm-eval[hf]"')
-        examples = hellaswag.load_examples(args.data) if args.data else synthetic_examples(args.examples)
+        examples = hellaswag_scoring.load_examples(args.data) if args.data else synthetic_examples(args.examples)
         examples = examples[:args.examples]
         bpe.offline_tiktoken_cache()  # GPT-2's vocabulary without a network (as the tests do)
         tokenizer = bpe.load_tokenizer(args.tokenizer, flag="--tokenizer")

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-import hellaswag
+import hellaswag_scoring
 from bench import REPO_ROOT
 from bench import hellaswag_speed as bh
 
@@ -67,13 +67,13 @@ def test_data_file_is_read_and_cut_to_examples(tmp_path, monkeypatch, capsys, ke
 
 
 def test_disagreeing_modes_are_caught(monkeypatch, capsys, keep_threads):
-    real = hellaswag.evaluate
+    real = hellaswag_scoring.evaluate
 
     def off_by_one_when_batched(model, examples, tok, device, batch_size=16, **kw):
         counts = real(model, examples, tok, device, batch_size=batch_size, **kw)
         return {**counts, "correct": counts["correct"] + (batch_size > 1)}
 
-    monkeypatch.setattr(hellaswag, "evaluate", off_by_one_when_batched)
+    monkeypatch.setattr(hellaswag_scoring, "evaluate", off_by_one_when_batched)
     with pytest.raises(AssertionError, match="disagree"):
         run_main(monkeypatch, capsys, "--examples", "2", "--batch-sizes", "2", *TOY)
 
@@ -84,13 +84,13 @@ def test_time_modes_scores_every_example_in_each_mode(tok):
     wall, cpu, counts = bh.time_modes(model, examples, tok, [1, 2, 5], repeats=2)
     assert set(wall) == set(cpu) == set(counts) == {1, 2, 5}
     assert all(0 < wall[b] < math.inf and 0 <= cpu[b] < math.inf for b in wall)
-    assert counts[1] == counts[2] == counts[5] == hellaswag.evaluate(model, examples, tok, "cpu", batch_size=1)
+    assert counts[1] == counts[2] == counts[5] == hellaswag_scoring.evaluate(model, examples, tok, "cpu", batch_size=1)
     assert counts[1]["total"] == 5
 
 
 def test_modes_take_turns_abba(tok, monkeypatch):
-    seen, real = [], hellaswag.evaluate
-    monkeypatch.setattr(hellaswag, "evaluate", lambda *a, batch_size, **kw: seen.append(batch_size) or
+    seen, real = [], hellaswag_scoring.evaluate
+    monkeypatch.setattr(hellaswag_scoring, "evaluate", lambda *a, batch_size, **kw: seen.append(batch_size) or
                         real(*a, batch_size=batch_size, **kw))
     bh.time_modes(bh.make_model(1, 1, 16), bh.synthetic_examples(2), tok, [1, 2, 5], repeats=3)
     assert seen == [1, 2, 5, 5, 2, 1, 1, 2, 5]
@@ -105,14 +105,14 @@ def test_memory_is_measured_per_batch_size_in_fresh_processes(monkeypatch, capsy
     assert set(peaks) == {1, 4}
     assert all(peak > extra > 0 for peak, extra in peaks.values())
     assert peaks[4][1] > 2 * peaks[1][1]
-    assert "hellaswag.evaluate's default on a CPU: 1/pass" in out
+    assert "hellaswag_scoring.evaluate's default on a CPU: 1/pass" in out
 
 
 def test_synthetic_examples_are_valid_hellaswag_and_fixed_by_seed():
     examples = bh.synthetic_examples(20)
     assert examples == bh.synthetic_examples(20) and examples != bh.synthetic_examples(20, seed=1)
     for i, ex in enumerate(examples):
-        assert hellaswag.validate_example(ex, "synthetic") is ex and ex["ind"] == i
+        assert hellaswag_scoring.validate_example(ex, "synthetic") is ex and ex["ind"] == i
         assert 20 <= len(ex["ctx"].split()) <= 110
         assert all(8 <= len(e.split()) <= 35 for e in ex["endings"])
 

@@ -15,7 +15,7 @@ import torch
 import yaml
 
 import bpe
-import hellaswag
+import hellaswag_scoring
 import hf_gpt2
 import train_gpt2
 from bench import REPO_ROOT
@@ -116,7 +116,7 @@ def test_the_readme_command_line_scores_as_hellaswag_py(tmp_path, small_vocabula
     assert out.returncode == 0, out.stderr[-2000:]
     # |hellaswag_local|Yaml   |none  |     0|acc     |↑  | 0.25|±  |0.1637|
     acc = float(re.search(r"\|hellaswag_local\|.*\|acc +\|\S* *\| *([0-9.]+)\|", out.stdout).group(1))
-    counts = hellaswag.evaluate(train_gpt2.GPT.from_pretrained(str(tmp_path / "hf")), examples, tok, "cpu")
+    counts = hellaswag_scoring.evaluate(train_gpt2.GPT.from_pretrained(str(tmp_path / "hf")), examples, tok, "cpu")
     assert acc == pytest.approx(counts["correct"] / len(examples), abs=1e-4)
 
 
